@@ -1,0 +1,84 @@
+"""The interface every pool type implements, and the sink it reports to.
+
+A backend owns where tasks run (local worker processes, a remote peer, Kubernetes
+Jobs). The PoolManager owns everything else: validation, ids, the store, waiting.
+Backends are siblings behind this one small interface; each converts the errors of
+what it drives (subprocesses, MCP clients, the Kubernetes API) at its own edge.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
+
+
+@dataclass(slots=True)
+class Job:
+    """One task as a backend sees it."""
+
+    task_id: str
+    task_type: str
+    type_ref: str  # "module:Class", importable where the task runs
+    payload: dict[str, Any]
+    timeout: float
+    retries: int = 0
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class BackendSnapshot:
+    status: PoolStatus
+    status_reason: str | None
+    workers: list[WorkerInfo] = field(default_factory=list)
+    queue_size: int = 0
+    in_flight: int = 0
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w.state == "busy")
+
+
+class TaskSink(Protocol):
+    """How a backend reports progress. Called on the event-loop thread."""
+
+    def task_started(self, task_id: str, worker_id: str, attempts: int) -> None: ...
+
+    def task_requeued(self, task_id: str, reason: str) -> None: ...
+
+    def task_finished(self, task_id: str, state: TaskState, result: Any, error: str | None,
+                      worker_id: str | None) -> None: ...
+
+    def pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None: ...
+
+
+class PoolBackend(ABC):
+    def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink) -> None:
+        self.pool_id = pool_id
+        self.config = config
+        self.sink = sink
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Bring the pool up; raise PoolUnavailable with the reason when it cannot start."""
+
+    @abstractmethod
+    def submit(self, job: Job) -> None:
+        """Queue a job. Never blocks; the outcome arrives through the sink."""
+
+    @abstractmethod
+    def cancel(self, task_id: str) -> bool:
+        """Stop a queued or running job; True when this backend had it."""
+
+    @abstractmethod
+    async def scale(self, target: int) -> int:
+        """Move toward `target` workers within min..max; returns the new target."""
+
+    @abstractmethod
+    def snapshot(self) -> BackendSnapshot: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop all workers; unfinished jobs end through the sink."""

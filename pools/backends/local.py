@@ -1,0 +1,404 @@
+"""The `mahavishnu` pool type: worker processes on this machine.
+
+    submit(job) ──> queue (deque) ──> _pump() ──> idle worker ──socket──> worker_process
+                        ▲                │                                   │ run(payload)
+                        │ retry after    │ no idle worker and              ▼
+                        │ a crash        └─> spawn up to max_workers    reply / EOF
+                        │                                                    │
+    sink.task_finished <┴──────────── _on_readable (event-loop reader) <─────┘
+
+Each worker runs one task at a time and stays up between tasks. The pool grows toward
+max_workers while tasks wait and shrinks to min_workers after idle_timeout. A timeout
+or a cancel kills the worker's process group and starts a replacement; a worker that
+dies mid-task fails (or retries) its task with the exit status, and a pool whose
+workers keep dying turns degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from itertools import count
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from pools.backends.base import BackendSnapshot, Job, PoolBackend, TaskSink
+from pools.backends.worker_process import READY
+from pools.errors import PoolUnavailable
+from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
+
+SPAWN_READY_TIMEOUT = 30.0
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "it stopped answering"
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class _Worker:
+    __slots__ = ("worker_id", "proc", "conn", "state", "job", "tasks_done", "idle_since", "timer", "ps",
+                 "started")
+
+    def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+        self.worker_id = worker_id
+        self.proc = proc
+        self.conn = conn
+        self.state = "starting"  # starting -> idle <-> busy -> stopping
+        self.job: Job | None = None
+        self.tasks_done = 0
+        self.idle_since = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+        self.ps: psutil.Process | None = None
+        self.started = asyncio.get_running_loop().create_future()
+
+    def kill(self) -> None:
+        """End the worker and everything it started (it leads its own process group)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+
+class LocalBackend(PoolBackend):
+    def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, context: dict[str, Any],
+                 idle_timeout: float = 30.0, crash_window: float = 60.0, crash_threshold: int = 3) -> None:
+        super().__init__(pool_id, config, sink)
+        self._context_blob = pickle.dumps(context)
+        self._idle_timeout = idle_timeout
+        self._crash_window = crash_window
+        self._crash_threshold = crash_threshold
+        self._workers: dict[str, _Worker] = {}
+        self._queue: deque[Job] = deque()
+        self._ids = count(1)
+        self._crashes: deque[tuple[float, str]] = deque()
+        self._target = config.min_workers
+        self._closed = False
+        self._reaper: asyncio.TimerHandle | None = None
+        self._spawn_backoff = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        workers = [self._spawn() for _ in range(self.config.min_workers)]
+        if workers:
+            done = await asyncio.wait([w.started for w in workers], timeout=SPAWN_READY_TIMEOUT)
+            if not any(f.done() and not f.exception() for f in done[0]):
+                raise PoolUnavailable(
+                    f"no worker of pool {self.config.name!r} started within {SPAWN_READY_TIMEOUT:.0f}s "
+                    f"({self._last_crash() or 'no reason reported'})")
+        self._schedule_reaper()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper:
+            self._reaper.cancel()
+        while self._queue:
+            job = self._queue.popleft()
+            self.sink.task_finished(job.task_id, TaskState.CANCELLED, None, "the pool was closed before it ran",
+                                    None)
+        for worker in list(self._workers.values()):
+            if worker.job is not None:
+                job, worker.job = worker.job, None
+                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
+                                        "the pool was closed while the task ran", worker.worker_id)
+            self._retire(worker, graceful=True)
+        deadline = time.monotonic() + 2.0
+        for worker in list(self._workers.values()):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(worker.proc.wait, max(0.05, deadline - time.monotonic()))
+            worker.kill()
+            await asyncio.to_thread(worker.proc.wait)
+        self._workers.clear()
+
+    # -- tasks ---------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        if self._closed:
+            raise PoolUnavailable(f"pool {self.config.name!r} is closed")
+        self._queue.append(job)
+        self._pump()
+
+    def cancel(self, task_id: str) -> bool:
+        for job in self._queue:
+            if job.task_id == task_id:
+                self._queue.remove(job)
+                self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled while queued", None)
+                return True
+        for worker in self._workers.values():
+            if worker.job is not None and worker.job.task_id == task_id:
+                self._end_running(worker, TaskState.CANCELLED, "cancelled while running; its worker was "
+                                  "stopped and replaced")
+                return True
+        return False
+
+    def _pump(self) -> None:
+        """Hand queued jobs to idle workers; grow the pool when jobs still wait."""
+        if self._closed:
+            return
+        for worker in self._workers.values():
+            if not self._queue:
+                break
+            if worker.state == "idle":
+                self._dispatch(worker, self._queue.popleft())
+        if self._queue:
+            starting = sum(1 for w in self._workers.values() if w.state == "starting")
+            room = self.config.max_workers - len(self._workers)
+            want = min(room, len(self._queue) - starting)
+            if want > 0 and self._spawn_backoff <= time.monotonic():
+                self.sink.pool_event(self.pool_id, "pool_scaled",
+                                     {"direction": "up", "trigger": "queue", "from": len(self._workers),
+                                      "to": len(self._workers) + want})
+                for _ in range(want):
+                    self._spawn()
+
+    def _dispatch(self, worker: _Worker, job: Job) -> None:
+        job.attempts += 1
+        worker.state = "busy"
+        worker.job = job
+        try:
+            worker.conn.send_bytes(pickle.dumps((job.task_id, job.type_ref, job.payload, self._context_blob)))
+        except (OSError, pickle.PicklingError) as exc:
+            worker.job = None
+            if isinstance(exc, pickle.PicklingError):
+                worker.state = "idle"
+                self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}",
+                                        None)
+                return
+            self._queue.appendleft(job)  # the worker is dying; its EOF handler replaces it
+            job.attempts -= 1
+            return
+        self.sink.task_started(job.task_id, worker.worker_id, job.attempts)
+        assert self._loop is not None
+        worker.timer = self._loop.call_later(job.timeout, self._on_timeout, worker, job)
+
+    def _on_timeout(self, worker: _Worker, job: Job) -> None:
+        if worker.job is job:
+            self._end_running(worker, TaskState.TIMED_OUT,
+                              f"timed out after {job.timeout:g}s; its worker was killed and replaced")
+
+    def _end_running(self, worker: _Worker, state: TaskState, error: str) -> None:
+        job, worker.job = worker.job, None
+        if job is not None:
+            self.sink.task_finished(job.task_id, state, None, error, worker.worker_id)
+        self._retire(worker, graceful=False)
+        self._replace_if_needed()
+
+    # -- workers -------------------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        parent_sock, child_sock = socket.socketpair()
+        worker_id = f"worker_{next(self._ids)}"
+        env = dict(os.environ)
+        # Workers import this package; make sure they find it even when not installed.
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pools.backends.worker_process", str(child_sock.fileno()), str(os.getpid())],
+            pass_fds=(child_sock.fileno(),), start_new_session=True, env=env,
+            stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
+        )
+        child_sock.close()
+        conn = Connection(parent_sock.detach())
+        worker = _Worker(worker_id, proc, conn)
+        self._workers[worker_id] = worker
+        assert self._loop is not None
+        self._loop.add_reader(conn.fileno(), self._on_readable, worker)
+        return worker
+
+    def _on_readable(self, worker: _Worker) -> None:
+        try:
+            message = pickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._on_worker_exit(worker)
+            return
+        if message[0] == READY:
+            worker.state = "idle"
+            worker.idle_since = time.monotonic()
+            with contextlib.suppress(psutil.Error):
+                worker.ps = psutil.Process(worker.proc.pid)
+                worker.ps.cpu_percent(None)
+            if not worker.started.done():
+                worker.started.set_result(None)
+            self._spawn_backoff = 0.0
+            self._pump()
+            return
+        task_id, ok, result, error = message
+        job = worker.job
+        if job is None or job.task_id != task_id:
+            return  # a reply for a job already ended by timeout or cancel
+        if worker.timer:
+            worker.timer.cancel()
+        worker.job = None
+        worker.state = "idle"
+        worker.tasks_done += 1
+        worker.idle_since = time.monotonic()
+        if self._queue:
+            self._dispatch(worker, self._queue.popleft())
+        self.sink.task_finished(task_id, TaskState.COMPLETED if ok else TaskState.FAILED, result, error,
+                                worker.worker_id)
+
+    def _on_worker_exit(self, worker: _Worker) -> None:
+        """A worker closed its socket without being asked to: it died."""
+        if worker.worker_id not in self._workers:
+            return
+        self._detach(worker)
+        returncode = worker.proc.poll()
+        if returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                returncode = worker.proc.wait(timeout=1.0)
+        how = describe_exit(returncode)
+        if not worker.started.done():
+            worker.started.set_exception(PoolUnavailable(f"worker exited during start-up ({how})"))
+            worker.started.exception()  # mark retrieved; start() reports it
+        if worker.state != "stopping":
+            self._crashes.append((time.monotonic(), f"{worker.worker_id} (pid {worker.proc.pid}) {how}"))
+            self.sink.pool_event(self.pool_id, "worker_died", {"worker_id": worker.worker_id,
+                                                               "pid": worker.proc.pid, "how": how})
+            self._spawn_backoff = time.monotonic() + min(5.0, 0.1 * 2 ** min(len(self._crashes), 6))
+        job, worker.job = worker.job, None
+        if job is not None:
+            reason = f"worker process {worker.proc.pid} died while running the task ({how})"
+            if job.attempts <= job.retries:
+                self._queue.appendleft(job)
+                self.sink.task_requeued(job.task_id, reason + "; retrying")
+            else:
+                self.sink.task_finished(job.task_id, TaskState.FAILED, None, reason, worker.worker_id)
+        self._replace_if_needed()
+
+    def _replace_if_needed(self) -> None:
+        if self._closed:
+            return
+        missing = self._target - len(self._workers)
+        delay = max(0.0, self._spawn_backoff - time.monotonic())
+        if missing > 0 or self._queue:
+            assert self._loop is not None
+            if delay:
+                self._loop.call_later(delay, self._refill)
+            else:
+                self._refill()
+
+    def _refill(self) -> None:
+        if self._closed:
+            return
+        for _ in range(self._target - len(self._workers)):
+            self._spawn()
+        self._pump()
+
+    def _detach(self, worker: _Worker) -> None:
+        self._workers.pop(worker.worker_id, None)
+        if worker.timer:
+            worker.timer.cancel()
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(worker.conn.fileno())
+
+    def _retire(self, worker: _Worker, *, graceful: bool) -> None:
+        worker.state = "stopping"
+        self._detach(worker)
+        if graceful:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(pickle.dumps((None, None, None, None)))
+        else:
+            worker.kill()
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        if not graceful:
+            # Reap without blocking the loop so killed workers never linger as zombies.
+            asyncio.get_running_loop().run_in_executor(None, worker.proc.wait)
+
+    # -- scaling -------------------------------------------------------------------------
+    async def scale(self, target: int) -> int:
+        target = max(self.config.min_workers, min(self.config.max_workers, target))
+        before = len(self._workers)
+        self._target = target
+        if target > before:
+            new = [self._spawn() for _ in range(target - before)]
+            await asyncio.wait([w.started for w in new], timeout=SPAWN_READY_TIMEOUT)
+        elif target < before:
+            idle = sorted((w for w in self._workers.values() if w.state in ("idle", "starting")),
+                          key=lambda w: w.state != "starting")
+            for worker in idle[: before - target]:
+                self._retire(worker, graceful=True)
+        if target != before:
+            self.sink.pool_event(self.pool_id, "pool_scaled", {"direction": "up" if target > before else "down",
+                                                               "trigger": "manual", "from": before, "to": target})
+        return target
+
+    def _schedule_reaper(self) -> None:
+        assert self._loop is not None
+        self._reaper = self._loop.call_later(max(0.05, self._idle_timeout / 4), self._reap_idle)
+
+    def _reap_idle(self) -> None:
+        """Stop workers idle longer than idle_timeout, down to the target (min_workers)."""
+        if self._closed:
+            return
+        now = time.monotonic()
+        excess = len(self._workers) - max(self._target, self.config.min_workers)
+        if excess > 0 and not self._queue:
+            idle = [w for w in self._workers.values()
+                    if w.state == "idle" and now - w.idle_since >= self._idle_timeout]
+            victims = idle[:excess]
+            if victims:
+                self.sink.pool_event(self.pool_id, "pool_scaled",
+                                     {"direction": "down", "trigger": "idle", "from": len(self._workers),
+                                      "to": len(self._workers) - len(victims)})
+                for worker in victims:
+                    self._retire(worker, graceful=True)
+        self._schedule_reaper()
+
+    # -- reporting -----------------------------------------------------------------------
+    def _last_crash(self) -> str | None:
+        return self._crashes[-1][1] if self._crashes else None
+
+    def snapshot(self) -> BackendSnapshot:
+        now = time.monotonic()
+        while self._crashes and now - self._crashes[0][0] > self._crash_window:
+            self._crashes.popleft()
+        workers = []
+        for w in self._workers.values():
+            mem = cpu = None
+            if w.ps is not None:
+                with contextlib.suppress(psutil.Error):
+                    mem = round(w.ps.memory_info().rss / 1e6, 1)
+                    cpu = w.ps.cpu_percent(None)
+            workers.append(WorkerInfo(worker_id=w.worker_id, pid=w.proc.pid, state=w.state,
+                                      task_id=w.job.task_id if w.job else None, tasks_done=w.tasks_done,
+                                      memory_mb=mem, cpu_percent=cpu))
+        in_flight = sum(1 for w in self._workers.values() if w.job is not None)
+        if self._closed:
+            status, reason = PoolStatus.STOPPED, "closed"
+        elif len(self._crashes) >= self._crash_threshold:
+            status = PoolStatus.DEGRADED
+            reason = (f"{len(self._crashes)} worker(s) died in the last {self._crash_window:g}s; "
+                      f"last: {self._crashes[-1][1]}")
+        elif any(w.state == "starting" for w in self._workers.values()):
+            ready = any(w.state in ("idle", "busy") for w in self._workers.values())
+            status = PoolStatus.SCALING if ready else PoolStatus.INITIALIZING
+            reason = None
+        else:
+            status, reason = PoolStatus.RUNNING, None
+        return BackendSnapshot(status=status, status_reason=reason, workers=workers,
+                               queue_size=len(self._queue), in_flight=in_flight)
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True

@@ -1,0 +1,475 @@
+"""PoolManager: the one entry point to pools and tasks.
+
+    caller ──> PoolManager.submit ──> validate (pool, task type, payload) ──> store (queued)
+                                  └─> backend.submit(Job) ─ ─ ─> sink callbacks (this class)
+                                                                  ├─ task_started  -> store
+                                                                  └─ task_finished -> store, waiters
+
+It owns the state directory (one owner at a time), reconciles what a previous owner
+left unfinished, and hides which pool type a pool is from everything above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pools.backends.base import BackendSnapshot, Job, PoolBackend
+from pools.backends.local import LocalBackend
+from pools.errors import Conflict, InvalidInput, PoolError, PoolNotFound, PoolUnavailable, TaskNotFound
+from pools.ids import looks_like_pool_id, new_pool_id, new_task_id
+from pools.lock import HomeLock
+from pools.models import (
+    HealthReport,
+    PoolConfig,
+    PoolHealth,
+    PoolInfo,
+    PoolMetrics,
+    PoolStatus,
+    PoolType,
+    StatsReport,
+    TaskOptions,
+    TaskRecord,
+    TaskState,
+    TypeStats,
+)
+from pools.settings import Settings
+from pools.store import Store
+from pools.task_types import TaskTypeRegistry
+
+log = logging.getLogger("mahavishnu.pools")
+
+EventListener = Callable[[dict[str, Any]], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass
+class _Pool:
+    pool_id: str
+    config: PoolConfig
+    created_at: datetime
+    backend: PoolBackend | None = None
+    failure: str | None = None  # why the backend could not start
+
+
+class PoolManager:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.task_types = TaskTypeRegistry(self.settings.enabled_task_types)
+        self._lock = HomeLock(self.settings.home)
+        self._store: Store | None = None
+        self._pools: dict[str, _Pool] = {}
+        self._live: dict[str, TaskRecord] = {}
+        self._waiters: dict[str, list[asyncio.Future[TaskRecord]]] = {}
+        self._maintenance: asyncio.TimerHandle | None = None
+        self.listeners: list[EventListener] = []
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise PoolUnavailable("the pool manager is not started")
+        return self._store
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._lock.acquire)
+        loop = asyncio.get_running_loop()
+        try:
+            self._store = Store(self.settings.db_path, schedule=lambda fn: loop.call_soon(fn))
+            self.store.prune(time.time() - self.settings.retention_days * 86400)
+            for row in self.store.open_pools():
+                config = PoolConfig.model_validate_json(row["config"])
+                self._pools[row["pool_id"]] = _Pool(row["pool_id"], config, _dt(row["created_at"]) or _now())
+            if self.settings.default_pool and self._never_had_pools():
+                await self.register(PoolConfig(name="default", min_workers=1, max_workers=os.cpu_count() or 2))
+            await asyncio.gather(*(self._start_backend(p) for p in self._pools.values() if p.backend is None))
+            self._reconcile()
+            self.store.commit()
+        except BaseException:
+            await self.close()
+            raise
+        self.started = True
+        self._maintenance = loop.call_later(3600, self._hourly)
+
+    async def close(self) -> None:
+        """Stop every backend (workers end) and release the state directory. Pools stay registered."""
+        if self._maintenance:
+            self._maintenance.cancel()
+        for pool in self._pools.values():
+            if pool.backend is not None:
+                with contextlib.suppress(Exception):
+                    await pool.backend.close()
+                pool.backend = None
+        for task_id, record in list(self._live.items()):
+            # Left unfinished on purpose: the next owner reconciles them (re-queue or fail with reason).
+            self._wake(task_id, record)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._lock.release()
+        self.started = False
+
+    async def __aenter__(self) -> PoolManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _never_had_pools(self) -> bool:
+        row = self.store._db.execute("SELECT count(*) FROM pools").fetchone()
+        return bool(row[0] == 0)
+
+    def _hourly(self) -> None:
+        if self._store is not None:
+            self.store.prune(time.time() - self.settings.retention_days * 86400)
+            self._maintenance = asyncio.get_running_loop().call_later(3600, self._hourly)
+
+    def _make_backend(self, pool: _Pool) -> PoolBackend:
+        if pool.config.pool_type is PoolType.MAHAVISHNU:
+            return LocalBackend(
+                pool.pool_id, pool.config, self,
+                context={"worker_type": pool.config.worker_type,
+                         "prompt_commands": self.settings.prompt_commands},
+                idle_timeout=self.settings.idle_timeout_s, crash_window=self.settings.crash_window_s,
+                crash_threshold=self.settings.crash_threshold,
+            )
+        raise PoolUnavailable(
+            f"pool type {pool.config.pool_type.value!r} is not available in this build yet; "
+            "use --type mahavishnu", field="pool_type")
+
+    async def _start_backend(self, pool: _Pool) -> None:
+        backend = self._make_backend(pool)
+        try:
+            await backend.start()
+        except PoolError as exc:
+            pool.failure = exc.message
+            self.store.set_pool_status(pool.pool_id, PoolStatus.FAILED.value, exc.message)
+            self._event("pool_failed", pool.pool_id, data={"reason": exc.message})
+            with contextlib.suppress(Exception):
+                await backend.close()
+            return
+        pool.backend, pool.failure = backend, None
+        self.store.set_pool_status(pool.pool_id, PoolStatus.RUNNING.value, None)
+
+    def _reconcile(self) -> None:
+        """Finish or re-queue what a previous owner left queued or running."""
+        for row in self.store.unfinished_tasks():
+            record = self._record_from_row(row)
+            pool = self._pools.get(record.pool_id)
+            was_running = record.state is TaskState.RUNNING
+            try:
+                task_type = self.task_types.get(record.task_type)
+            except PoolError as exc:
+                task_type, why = None, exc.message
+            else:
+                why = ""
+            if pool is None or pool.backend is None:
+                why = why or f"its pool {record.pool_id} is closed or failed to start"
+            elif was_running and task_type is not None and not task_type.idempotent:
+                why = (f"the process running it (previous owner of {self.settings.home}) exited before it "
+                       f"finished; task type {record.task_type!r} is not idempotent, so it was not re-run")
+            if why or task_type is None or pool is None or pool.backend is None:
+                record.error = why if not was_running or why.startswith("the process") else (
+                    "the process running it exited before it finished; " + why)
+                record.state = TaskState.FAILED
+                record.finished_at = _now()
+                self.store.mark_finished(record)
+                self._event("task_reconciled", record.pool_id, record.task_id, {"outcome": "failed",
+                                                                                  "reason": record.error})
+                continue
+            reason = ("re-queued: the process running it exited before it finished" if was_running
+                      else "re-queued after a restart")
+            self.store.mark_queued(record.task_id, record.pool_id)
+            self._event("task_reconciled", record.pool_id, record.task_id, {"outcome": "requeued",
+                                                                              "reason": reason})
+            record.state = TaskState.QUEUED
+            self._live[record.task_id] = record
+            pool.backend.submit(Job(record.task_id, record.task_type, self.task_types.refs[record.task_type],
+                                    record.payload, record.timeout, record.retries, record.attempts))
+
+    # -- events ---------------------------------------------------------------------------
+    def _event(self, kind: str, pool_id: str | None = None, task_id: str | None = None,
+               data: dict[str, Any] | None = None) -> None:
+        self.store.add_event(kind, pool_id, task_id, data)
+        if self.listeners:
+            event = {"ts": time.time(), "kind": kind, "pool_id": pool_id, "task_id": task_id, **(data or {})}
+            for listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:  # a broken listener must not break the pool
+                    log.exception("event listener failed")
+
+    # -- pools ----------------------------------------------------------------------------
+    def resolve(self, ref: str) -> _Pool:
+        """A pool by id or by name."""
+        if ref in self._pools:
+            return self._pools[ref]
+        for pool in self._pools.values():
+            if pool.config.name == ref:
+                return pool
+        kind = "id" if looks_like_pool_id(ref) else "name"
+        raise PoolNotFound(f"no pool with {kind} {ref!r}; `mahavishnu pools list` shows the pools", field="pool")
+
+    async def register(self, config: PoolConfig) -> PoolInfo:
+        if any(p.config.name == config.name for p in self._pools.values()):
+            raise Conflict(f"a pool named {config.name!r} already exists; choose another name or close it first",
+                           field="name")
+        pool = _Pool(new_pool_id(), config, _now())
+        self._make_backend(pool)  # fails early for a pool type this build cannot run
+        self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
+                               PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
+        self._pools[pool.pool_id] = pool
+        self._event("pool_registered", pool.pool_id, data={"name": config.name,
+                                                          "pool_type": config.pool_type.value})
+        if self.started:
+            await self._start_backend(pool)
+        self.store.commit()
+        return self.pool_info(pool)
+
+    def pool_info(self, pool: _Pool, details: bool = False) -> PoolInfo:
+        snap = pool.backend.snapshot() if pool.backend else None
+        row = self.store.pool_row(pool.pool_id)
+        metrics = PoolMetrics()
+        if row is not None:
+            metrics = PoolMetrics(
+                tasks_completed=row["completed"], tasks_failed=row["failed"], tasks_cancelled=row["cancelled"],
+                tasks_timed_out=row["timed_out"],
+                avg_duration_s=round(row["duration_sum"] / row["duration_n"], 4) if row["duration_n"] else None)
+        if snap is not None:
+            mems = [w.memory_mb for w in snap.workers if w.memory_mb is not None]
+            cpus = [w.cpu_percent for w in snap.workers if w.cpu_percent is not None]
+            metrics.memory_mb = round(sum(mems), 1) if mems else None
+            metrics.cpu_percent = round(sum(cpus), 1) if cpus else None
+            metrics.queue_size, metrics.in_flight = snap.queue_size, snap.in_flight
+        status, reason = self._status(pool, snap)
+        c = pool.config
+        return PoolInfo(
+            pool_id=pool.pool_id, name=c.name, pool_type=c.pool_type, status=status, status_reason=reason,
+            workers=len(snap.workers) if snap else 0, min_workers=c.min_workers, max_workers=c.max_workers,
+            worker_type=c.worker_type, region=c.region, endpoint=c.endpoint, namespace=c.namespace,
+            container_image=c.container_image, labels=c.labels, created_at=pool.created_at, metrics=metrics,
+            worker_details=snap.workers if (snap and details) else [],
+        )
+
+    def _status(self, pool: _Pool, snap: BackendSnapshot | None) -> tuple[PoolStatus, str | None]:
+        if snap is not None:
+            return snap.status, snap.status_reason
+        if pool.failure:
+            return PoolStatus.FAILED, pool.failure
+        return PoolStatus.PENDING, "not started"
+
+    def list_pools(self, active_only: bool = False, pool_type: PoolType | None = None) -> list[PoolInfo]:
+        infos = [self.pool_info(p) for p in self._pools.values()
+                 if pool_type is None or p.config.pool_type is pool_type]
+        if active_only:
+            infos = [i for i in infos if i.status in (PoolStatus.RUNNING, PoolStatus.SCALING)]
+        return infos
+
+    def get_pool(self, ref: str) -> PoolInfo:
+        return self.pool_info(self.resolve(ref), details=True)
+
+    async def close_pool(self, ref: str) -> PoolInfo:
+        pool = self.resolve(ref)
+        if pool.backend is not None:
+            await pool.backend.close()
+        info = self.pool_info(pool)
+        info.status, info.status_reason, info.workers = PoolStatus.STOPPED, "closed", 0
+        pool.backend = None
+        self.store.close_pool(pool.pool_id, "closed")
+        self._event("pool_closed", pool.pool_id, data={"name": pool.config.name})
+        del self._pools[pool.pool_id]
+        self.store.commit()
+        return info
+
+    async def scale_pool(self, ref: str, target: int) -> PoolInfo:
+        pool = self.resolve(ref)
+        c = pool.config
+        if not c.min_workers <= target <= c.max_workers:
+            raise InvalidInput(f"target {target} is outside pool {c.name!r}'s range {c.min_workers}-"
+                               f"{c.max_workers}", field="target")
+        await self._backend(pool).scale(target)
+        return self.pool_info(pool, details=True)
+
+    def _backend(self, pool: _Pool) -> PoolBackend:
+        if pool.backend is None:
+            raise PoolUnavailable(f"pool {pool.config.name!r} is not running"
+                                  + (f": {pool.failure}" if pool.failure else ""), field="pool")
+        return pool.backend
+
+    # -- tasks ----------------------------------------------------------------------------
+    async def submit(self, pool_ref: str, task_type: str, payload: dict[str, Any],
+                     options: TaskOptions | None = None) -> TaskRecord:
+        """Validate and queue a task; returns at once with its record (state queued)."""
+        options = options or TaskOptions()
+        pool = self.resolve(pool_ref)
+        backend = self._backend(pool)
+        tt = self.task_types.get(task_type)
+        clean = tt.validate_payload(payload)
+        record = TaskRecord.model_construct(
+            task_id=new_task_id(), pool_id=pool.pool_id, task_type=task_type, payload=clean,
+            state=TaskState.QUEUED, worker_id=None, created_at=_now(), started_at=None, finished_at=None,
+            duration_s=None, result=None, summary=None, error=None, timeout=options.timeout, attempts=0,
+            retries=options.retries)
+        self.store.insert_task(record)
+        self._live[record.task_id] = record
+        backend.submit(Job(record.task_id, task_type, self.task_types.refs[task_type], clean, options.timeout,
+                           options.retries))
+        return record
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
+        """The task once it has finished, or as it stands when `timeout` runs out."""
+        record = self._live.get(task_id)
+        if record is None:
+            return self.get_task(task_id)
+        future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return self.get_task(task_id)
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters and future in waiters:
+                waiters.remove(future)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    async def execute(self, pool_ref: str, task_type: str, payload: dict[str, Any],
+                      options: TaskOptions | None = None, wait: float | None = None) -> TaskRecord:
+        record = await self.submit(pool_ref, task_type, payload, options)
+        return await self.wait(record.task_id, wait if wait is not None else record.timeout + 5)
+
+    def get_task(self, task_id: str) -> TaskRecord:
+        live = self._live.get(task_id)
+        if live is not None:
+            return live.model_copy()
+        row = self.store.task_row(task_id)
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id!r} (finished tasks are kept "
+                               f"{self.settings.retention_days:g} days)", field="task_id")
+        return self._record_from_row(row)
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        record = self._live.get(task_id)
+        if record is None:
+            done = self.get_task(task_id)
+            raise Conflict(f"task {task_id} already ended ({done.state.value}); nothing to cancel",
+                           field="task_id")
+        pool = self._pools.get(record.pool_id)
+        if pool is None or pool.backend is None or not pool.backend.cancel(task_id):
+            self.task_finished(task_id, TaskState.CANCELLED, None, "cancelled (its pool no longer runs it)", None)
+        return self.get_task(task_id)
+
+    def _record_from_row(self, row: Any) -> TaskRecord:
+        import json
+
+        return TaskRecord(
+            task_id=row["task_id"], pool_id=row["pool_id"], task_type=row["task_type"],
+            payload=json.loads(row["payload"]), state=TaskState(row["state"]), worker_id=row["worker_id"],
+            created_at=_dt(row["created_at"]), started_at=_dt(row["started_at"]),
+            finished_at=_dt(row["finished_at"]), duration_s=row["duration"],
+            result=json.loads(row["result"]) if row["result"] is not None else None, summary=row["summary"],
+            error=row["error"], timeout=row["timeout"], attempts=row["attempts"], retries=row["retries"])
+
+    # -- TaskSink -------------------------------------------------------------------------
+    def task_started(self, task_id: str, worker_id: str, attempts: int) -> None:
+        record = self._live.get(task_id)
+        if record is None:
+            return
+        record.state, record.worker_id, record.started_at, record.attempts = (
+            TaskState.RUNNING, worker_id, _now(), attempts)
+        self.store.mark_running(task_id, worker_id, record.started_at.timestamp(), attempts)
+
+    def task_requeued(self, task_id: str, reason: str) -> None:
+        record = self._live.get(task_id)
+        if record is None:
+            return
+        record.state, record.worker_id, record.started_at = TaskState.QUEUED, None, None
+        self.store.mark_queued(task_id, record.pool_id)
+        self._event("task_retried", record.pool_id, task_id, {"reason": reason})
+
+    def task_finished(self, task_id: str, state: TaskState, result: Any, error: str | None,
+                      worker_id: str | None) -> None:
+        record = self._live.pop(task_id, None)
+        if record is None:
+            return
+        record.state, record.result, record.error = state, result, error
+        record.worker_id = worker_id or record.worker_id
+        record.finished_at = _now()
+        if record.started_at is not None:
+            record.duration_s = round((record.finished_at - record.started_at).total_seconds(), 6)
+        if state is TaskState.COMPLETED:
+            try:
+                record.summary = self.task_types.instance(record.task_type).summarize(result)
+            except Exception as exc:  # a summary is a courtesy; the result stands
+                record.summary = f"(no summary: {exc})"
+        else:
+            record.summary = (error or state.value).splitlines()[0][:200]
+        self.store.mark_finished(record)
+        if state is not TaskState.COMPLETED:
+            self._event(f"task_{state.value}", record.pool_id, task_id, {"error": record.summary})
+        self._wake(task_id, record)
+
+    def _wake(self, task_id: str, record: TaskRecord) -> None:
+        for future in self._waiters.pop(task_id, []):
+            if not future.done():
+                future.set_result(record)
+
+    def pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None:
+        self._event(kind, pool_id, data=data)
+
+    # -- health and stats -----------------------------------------------------------------
+    def health(self, ref: str | None = None) -> HealthReport:
+        pools = [self.resolve(ref)] if ref else list(self._pools.values())
+        entries = []
+        for pool in pools:
+            info = self.pool_info(pool)
+            healthy = info.status in (PoolStatus.RUNNING, PoolStatus.SCALING) and (
+                info.workers > 0 or info.min_workers == 0)
+            entries.append(PoolHealth(pool_id=info.pool_id, name=info.name, pool_type=info.pool_type,
+                                      status=info.status, healthy=healthy, workers=info.workers,
+                                      queue_size=info.metrics.queue_size, reason=info.status_reason))
+        n_ok = sum(1 for e in entries if e.healthy)
+        status = "healthy" if n_ok == len(entries) else ("unhealthy" if n_ok == 0 else "degraded")
+        return HealthReport(status=status, active_pools=n_ok, pools=entries)
+
+    def stats(self) -> StatsReport:
+        infos = [self.pool_info(p) for p in self._pools.values()]
+        by_type: dict[str, TypeStats] = {}
+        for info in infos:
+            entry = by_type.setdefault(info.pool_type.value, TypeStats())
+            entry.pools += 1
+            entry.workers += info.workers
+        totals = self.store._db.execute(
+            "SELECT sum(completed), sum(failed), sum(cancelled), sum(timed_out), sum(duration_sum), "
+            "sum(duration_n) FROM pools").fetchone()
+        queued = sum(1 for r in self._live.values() if r.state is TaskState.QUEUED)
+        return StatsReport(
+            total_pools=len(infos),
+            active_pools=sum(1 for i in infos if i.status in (PoolStatus.RUNNING, PoolStatus.SCALING)),
+            degraded_pools=sum(1 for i in infos if i.status is PoolStatus.DEGRADED),
+            failed_pools=sum(1 for i in infos if i.status is PoolStatus.FAILED),
+            total_workers=sum(i.workers for i in infos),
+            busy_workers=sum(i.metrics.in_flight for i in infos),
+            queued_tasks=queued, running_tasks=len(self._live) - queued,
+            tasks_completed=totals[0] or 0, tasks_failed=totals[1] or 0, tasks_cancelled=totals[2] or 0,
+            tasks_timed_out=totals[3] or 0,
+            avg_duration_s=round(totals[4] / totals[5], 4) if totals[5] else None,
+            by_type=by_type,
+        )

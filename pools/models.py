@@ -1,0 +1,214 @@
+"""Pydantic models: the single source of every pool and task schema."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class PoolType(StrEnum):
+    MAHAVISHNU = "mahavishnu"
+    SESSION_BUDDY = "session-buddy"
+    KUBERNETES = "kubernetes"
+
+
+class PoolStatus(StrEnum):
+    PENDING = "pending"
+    INITIALIZING = "initializing"
+    RUNNING = "running"
+    SCALING = "scaling"
+    DEGRADED = "degraded"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def accepts_work(self) -> bool:
+        return self in _WORKING
+
+
+_WORKING = {PoolStatus.PENDING, PoolStatus.INITIALIZING, PoolStatus.RUNNING, PoolStatus.SCALING,
+            PoolStatus.DEGRADED}
+
+
+class TaskState(StrEnum):
+    """queued -> running -> completed | failed | cancelled | timed_out.
+
+    A queued task may also end cancelled (dropped from the queue) or failed (its pool
+    closed or its owner died); a running task may go back to queued only when the
+    process that ran it died and its type is idempotent (reconciliation).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TaskState.QUEUED, TaskState.RUNNING)
+
+
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT, TaskState.QUEUED}
+    ),
+}
+
+
+class PoolConfig(BaseModel):
+    """What `register` takes. Defaults follow the user documentation."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    name: str = Field(description="Unique pool name: letters, digits, '.', '_' or '-', at most 63 characters.")
+    pool_type: PoolType = Field(default=PoolType.MAHAVISHNU, description="Where the pool's tasks run.")
+    min_workers: int = Field(default=1, ge=0, le=1000, description="Workers kept up when idle.")
+    max_workers: int = Field(default=10, ge=1, le=1000, description="Upper bound the pool scales to.")
+    worker_type: str = Field(default="terminal-qwen", description="AI CLI the `prompt` task type runs.")
+    region: str = Field(default="default", description="Free-form placement label.")
+    endpoint: str | None = Field(default=None, description="MCP URL of a session-buddy peer.")
+    namespace: str = Field(default="mahavishnu", description="Kubernetes namespace.")
+    container_image: str = Field(default="python:3.13-slim", description="Kubernetes container image.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                "must start with a letter or digit and use only letters, digits, '.', '_' or '-' (1-63 chars)"
+            )
+        if value.startswith("pool_") or value.startswith("task_"):
+            raise ValueError("must not start with 'pool_' or 'task_' (those prefixes are ids)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoolConfig:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers ({self.min_workers}) is larger than max_workers ({self.max_workers})")
+        if self.pool_type is PoolType.SESSION_BUDDY and not self.endpoint:
+            raise ValueError("a session-buddy pool needs endpoint (e.g. http://localhost:8678/mcp)")
+        if self.endpoint and not re.match(r"^https?://", self.endpoint):
+            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        return self
+
+
+class WorkerInfo(BaseModel):
+    worker_id: str
+    pid: int | None = None
+    state: str = Field(description="idle, busy, starting or stopping")
+    task_id: str | None = None
+    tasks_done: int = 0
+    memory_mb: float | None = None
+    cpu_percent: float | None = None
+
+
+class PoolMetrics(BaseModel):
+    tasks_completed: int = 0
+    tasks_failed: int = 0
+    tasks_cancelled: int = 0
+    tasks_timed_out: int = 0
+    avg_duration_s: float | None = None
+    memory_mb: float | None = None
+    cpu_percent: float | None = None
+    queue_size: int = 0
+    in_flight: int = 0
+
+
+class PoolInfo(BaseModel):
+    pool_id: str
+    name: str
+    pool_type: PoolType
+    status: PoolStatus
+    status_reason: str | None = None
+    workers: int = 0
+    min_workers: int
+    max_workers: int
+    worker_type: str
+    region: str
+    endpoint: str | None = None
+    namespace: str
+    container_image: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    metrics: PoolMetrics = Field(default_factory=PoolMetrics)
+    worker_details: list[WorkerInfo] = Field(default_factory=list)
+
+    @property
+    def capacity(self) -> int:
+        return max(self.workers, 1)
+
+
+class TaskOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600, description="Seconds the task may run.")
+    retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a worker crash.")
+    affinity_key: str | None = Field(default=None, description="Tasks with the same key prefer one pool.")
+
+
+class TaskRecord(BaseModel):
+    task_id: str
+    pool_id: str
+    task_type: str
+    payload: dict[str, Any]
+    state: TaskState
+    worker_id: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    result: Any = None
+    summary: str | None = None
+    error: str | None = None
+    timeout: float = 300.0
+    attempts: int = 0
+    retries: int = 0
+
+
+class PoolHealth(BaseModel):
+    pool_id: str
+    name: str
+    pool_type: PoolType
+    status: PoolStatus
+    healthy: bool
+    workers: int
+    queue_size: int = 0
+    reason: str | None = None
+
+
+class HealthReport(BaseModel):
+    status: str = Field(description="healthy, degraded (some pools unhealthy) or unhealthy (none healthy)")
+    active_pools: int
+    pools: list[PoolHealth]
+
+
+class TypeStats(BaseModel):
+    pools: int = 0
+    workers: int = 0
+
+
+class StatsReport(BaseModel):
+    total_pools: int
+    active_pools: int
+    degraded_pools: int
+    failed_pools: int
+    total_workers: int
+    busy_workers: int
+    queued_tasks: int
+    running_tasks: int
+    tasks_completed: int
+    tasks_failed: int
+    tasks_cancelled: int
+    tasks_timed_out: int
+    avg_duration_s: float | None = None
+    by_type: dict[str, TypeStats] = Field(default_factory=dict)

@@ -1,0 +1,91 @@
+"""Operator settings: a YAML file in the state directory, overridden by environment variables.
+
+    $MAHAVISHNU_HOME/settings.yaml      (MAHAVISHNU_HOME defaults to the XDG state dir)
+
+    enabled_task_types: [analyze, echo]   # add shell / python / prompt to allow code execution
+    idle_timeout_s: 30                    # a worker idle this long is stopped (down to min_workers)
+    retention_days: 30                    # finished tasks older than this are pruned
+    default_pool: true                    # create a local pool named "default" when none exists
+    prompt_commands:                      # argv templates for the prompt task type, by worker type
+      terminal-qwen: [qwen, -p, "{prompt}"]
+
+Environment: MAHAVISHNU_ENABLE_TASK_TYPES (comma list, added to the file's list),
+MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from pools.errors import InvalidInput, describe_validation_error
+
+DEFAULT_PROMPT_COMMANDS: dict[str, list[str]] = {
+    "terminal-qwen": ["qwen", "-p", "{prompt}"],
+    "terminal-claude": ["claude", "-p", "{prompt}"],
+    "terminal-gemini": ["gemini", "-p", "{prompt}"],
+    "terminal-codex": ["codex", "exec", "{prompt}"],
+}
+
+
+def default_home() -> Path:
+    env = os.environ.get("MAHAVISHNU_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("mahavishnu"))
+
+
+class Settings(BaseModel):
+    home: Path = Field(default_factory=default_home)
+    enabled_task_types: list[str] = Field(default_factory=lambda: ["analyze", "echo"])
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    retention_days: float = Field(default=30.0, gt=0)
+    default_pool: bool = True
+    crash_window_s: float = Field(default=60.0, gt=0, description="Window in which crashes count.")
+    crash_threshold: int = Field(default=3, ge=1, description="Crashes in the window that degrade a pool.")
+    prompt_commands: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_PROMPT_COMMANDS))
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "mahavishnu.db"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.home / "settings.yaml"
+
+    @classmethod
+    def load(cls, home: Path | None = None, **overrides: object) -> Settings:
+        """Read settings.yaml from the home directory, then apply environment and overrides."""
+        home = home or default_home()
+        data: dict[str, object] = {}
+        path = home / "settings.yaml"
+        if path.exists():
+            import yaml
+
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise InvalidInput(f"{path} is not valid YAML: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise InvalidInput(f"{path} must hold a mapping of setting names to values")
+            data.update(loaded)
+        enabled = list(data.get("enabled_task_types") or cls.model_fields["enabled_task_types"].get_default(
+            call_default_factory=True))
+        extra = os.environ.get("MAHAVISHNU_ENABLE_TASK_TYPES", "")
+        enabled += [t.strip() for t in extra.split(",") if t.strip() and t.strip() not in enabled]
+        data["enabled_task_types"] = enabled
+        for env, key in (("MAHAVISHNU_IDLE_TIMEOUT", "idle_timeout_s"),
+                         ("MAHAVISHNU_RETENTION_DAYS", "retention_days")):
+            if os.environ.get(env):
+                data[key] = os.environ[env]
+        data.update(overrides)
+        data["home"] = home
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            message, field = describe_validation_error(exc)
+            raise InvalidInput(f"bad setting in {path} or the environment: {message}", field=field) from exc

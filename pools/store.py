@@ -1,0 +1,223 @@
+"""Embedded SQLite store (WAL): pools, tasks with their results, and an event log.
+
+One connection, used only from the event-loop thread that owns the PoolManager.
+Writes are grouped: statements run at once (so reads on this connection see them)
+and the transaction commits at the end of the current loop iteration, which turns a
+burst of thousands of task updates into one commit without delaying a lone update.
+Per-pool counters are kept beside the pool row so stats never scan the task table.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pools.errors import Conflict
+from pools.models import TaskRecord, TaskState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pools (
+    pool_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    created_at REAL NOT NULL,
+    closed_at REAL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    timed_out INTEGER NOT NULL DEFAULT 0,
+    duration_sum REAL NOT NULL DEFAULT 0,
+    duration_n INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pools_open_name ON pools(name) WHERE closed_at IS NULL;
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    pool_id TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker_id TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    duration REAL,
+    result TEXT,
+    summary TEXT,
+    error TEXT,
+    timeout REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks(pool_id, created_at);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    pool_id TEXT,
+    task_id TEXT,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+"""
+
+_COUNTER_COLUMN = {
+    TaskState.COMPLETED: "completed",
+    TaskState.FAILED: "failed",
+    TaskState.CANCELLED: "cancelled",
+    TaskState.TIMED_OUT: "timed_out",
+}
+
+_TASK_COLUMNS = ("task_id", "pool_id", "task_type", "payload", "state", "worker_id", "created_at", "started_at",
+                 "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries")
+
+
+def _ts(value: Any) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+class Store:
+    def __init__(self, path: Path, schedule: Callable[[Callable[[], None]], None] | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self._in_tx = False
+        # How to run the commit later; without one, every write commits at once.
+        self._schedule = schedule
+
+    # -- transactions -------------------------------------------------------------------
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+            if self._schedule is not None:
+                self._schedule(self.commit)
+        cur = self._db.execute(sql, params)
+        if self._schedule is None:
+            self.commit()
+        return cur
+
+    def commit(self) -> None:
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several writes and commit them together now."""
+        yield
+        self.commit()
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    # -- pools --------------------------------------------------------------------------
+    def insert_pool(self, pool_id: str, name: str, config: dict[str, Any], status: str, created_at: float) -> None:
+        try:
+            self._write(
+                "INSERT INTO pools (pool_id, name, config, status, created_at) VALUES (?, ?, ?, ?, ?)",
+                (pool_id, name, json.dumps(config), status, created_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"a pool named {name!r} already exists; choose another name or close it first",
+                           field="name") from exc
+
+    def set_pool_status(self, pool_id: str, status: str, reason: str | None) -> None:
+        self._write("UPDATE pools SET status = ?, status_reason = ? WHERE pool_id = ?", (status, reason, pool_id))
+
+    def set_pool_config(self, pool_id: str, config: dict[str, Any]) -> None:
+        self._write("UPDATE pools SET config = ? WHERE pool_id = ?", (json.dumps(config), pool_id))
+
+    def close_pool(self, pool_id: str, reason: str) -> None:
+        self._write("UPDATE pools SET status = 'stopped', status_reason = ?, closed_at = ? WHERE pool_id = ?",
+                    (reason, time.time(), pool_id))
+
+    def open_pools(self) -> list[sqlite3.Row]:
+        return list(self._db.execute("SELECT * FROM pools WHERE closed_at IS NULL ORDER BY created_at"))
+
+    def pool_row(self, pool_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM pools WHERE pool_id = ?", (pool_id,)).fetchone()
+        return row
+
+    # -- tasks --------------------------------------------------------------------------
+    def insert_task(self, task: TaskRecord) -> None:
+        self._write(
+            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})",
+            (task.task_id, task.pool_id, task.task_type, json.dumps(task.payload), task.state.value,
+             task.worker_id, task.created_at.timestamp(), _ts(task.started_at), _ts(task.finished_at),
+             task.duration_s, None, None, None, task.timeout, task.attempts, task.retries),
+        )
+
+    def mark_running(self, task_id: str, worker_id: str, started_at: float, attempts: int) -> None:
+        self._write("UPDATE tasks SET state = 'running', worker_id = ?, started_at = ?, attempts = ? "
+                    "WHERE task_id = ?", (worker_id, started_at, attempts, task_id))
+
+    def mark_queued(self, task_id: str, pool_id: str) -> None:
+        self._write("UPDATE tasks SET state = 'queued', pool_id = ?, worker_id = NULL, started_at = NULL "
+                    "WHERE task_id = ?", (pool_id, task_id))
+
+    def mark_finished(self, task: TaskRecord) -> None:
+        """Record a terminal state, its result, and bump the pool's counters in one go."""
+        result = None if task.result is None else json.dumps(task.result, default=repr)
+        self._write(
+            "UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, finished_at = ?, duration = ?, "
+            "result = ?, summary = ?, error = ?, attempts = ? WHERE task_id = ?",
+            (task.state.value, task.worker_id, _ts(task.started_at), _ts(task.finished_at), task.duration_s,
+             result, task.summary, task.error, task.attempts, task.task_id),
+        )
+        column = _COUNTER_COLUMN[task.state]
+        if task.duration_s is not None and task.state is TaskState.COMPLETED:
+            self._write(f"UPDATE pools SET {column} = {column} + 1, duration_sum = duration_sum + ?, "
+                        "duration_n = duration_n + 1 WHERE pool_id = ?", (task.duration_s, task.pool_id))
+        else:
+            self._write(f"UPDATE pools SET {column} = {column} + 1 WHERE pool_id = ?", (task.pool_id,))
+
+    def task_row(self, task_id: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return row
+
+    def unfinished_tasks(self) -> list[sqlite3.Row]:
+        return list(self._db.execute(
+            "SELECT * FROM tasks WHERE state IN ('queued', 'running') ORDER BY created_at"))
+
+    def recent_tasks(self, pool_id: str | None, limit: int) -> list[sqlite3.Row]:
+        if pool_id:
+            return list(self._db.execute(
+                "SELECT * FROM tasks WHERE pool_id = ? ORDER BY created_at DESC LIMIT ?", (pool_id, limit)))
+        return list(self._db.execute("SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)))
+
+    def prune(self, finished_before: float) -> int:
+        cur = self._write("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?", (finished_before,))
+        self._write("DELETE FROM events WHERE ts < ?", (finished_before,))
+        self.commit()
+        return cur.rowcount
+
+    # -- events -------------------------------------------------------------------------
+    def add_event(self, kind: str, pool_id: str | None = None, task_id: str | None = None,
+                  data: dict[str, Any] | None = None) -> None:
+        self._write("INSERT INTO events (ts, kind, pool_id, task_id, data) VALUES (?, ?, ?, ?, ?)",
+                    (time.time(), kind, pool_id, task_id, json.dumps(data) if data else None))
+
+    def events(self, limit: int = 100, pool_id: str | None = None) -> list[sqlite3.Row]:
+        if pool_id:
+            return list(self._db.execute(
+                "SELECT * FROM events WHERE pool_id = ? ORDER BY id DESC LIMIT ?", (pool_id, limit)))
+        return list(self._db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)))
+
+    def explain(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
+        """The query plan, for tests that keep hot queries on an index."""
+        return [row[3] for row in self._db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
