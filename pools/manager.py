@@ -113,7 +113,7 @@ class PoolManager:
         for pool in self._pools.values():
             if pool.backend is not None:
                 with contextlib.suppress(Exception):
-                    await pool.backend.close()
+                    await pool.backend.close(abandon=True)
                 pool.backend = None
         for task_id, record in list(self._live.items()):
             # Left unfinished on purpose: the next owner reconciles them (re-queue or fail with reason).

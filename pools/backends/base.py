@@ -80,5 +80,6 @@ class PoolBackend(ABC):
     def snapshot(self) -> BackendSnapshot: ...
 
     @abstractmethod
-    async def close(self) -> None:
-        """Stop all workers; unfinished jobs end through the sink."""
+    async def close(self, *, abandon: bool = False) -> None:
+        """Stop all workers. Unfinished jobs end (cancelled) through the sink, unless `abandon`:
+        then the owner is shutting down and leaves them for the next owner to reconcile."""

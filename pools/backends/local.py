@@ -105,22 +105,27 @@ class LocalBackend(PoolBackend):
                     f"({self._last_crash() or 'no reason reported'})")
         self._schedule_reaper()
 
-    async def close(self) -> None:
+    async def close(self, *, abandon: bool = False) -> None:
         self._closed = True
         if self._reaper:
             self._reaper.cancel()
         while self._queue:
             job = self._queue.popleft()
-            self.sink.task_finished(job.task_id, TaskState.CANCELLED, None, "the pool was closed before it ran",
-                                    None)
-        for worker in list(self._workers.values()):
+            if not abandon:
+                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
+                                        "the pool was closed before it ran", None)
+        workers = list(self._workers.values())
+        for worker in workers:
             if worker.job is not None:
                 job, worker.job = worker.job, None
-                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
-                                        "the pool was closed while the task ran", worker.worker_id)
-            self._retire(worker, graceful=True)
+                if not abandon:
+                    self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
+                                            "the pool was closed while the task ran", worker.worker_id)
+                self._retire(worker, graceful=False)
+            else:
+                self._retire(worker, graceful=True)
         deadline = time.monotonic() + 2.0
-        for worker in list(self._workers.values()):
+        for worker in workers:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(worker.proc.wait, max(0.05, deadline - time.monotonic()))
             worker.kill()

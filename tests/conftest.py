@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pools.manager import PoolManager
+from pools.settings import Settings
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    base: dict[str, object] = {"enabled_task_types": ["analyze", "echo", "python", "shell"],
+                               "default_pool": False}
+    base.update(overrides)
+    return Settings.load(home, **base)
+
+
+@pytest.fixture
+async def manager(home: Path) -> AsyncIterator[PoolManager]:
+    async with PoolManager(make_settings(home)) as m:
+        yield m
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Path:
+    """A file path a blocking test task waits for; create it to let the tasks finish."""
+    return tmp_path / "gate"

@@ -1,0 +1,51 @@
+"""The SQLite store: persistence, retention, and queries that stay on indexes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pools.ids import new_task_id
+from pools.models import TaskRecord, TaskState
+from pools.store import Store
+
+
+def record(pool_id: str, state: TaskState = TaskState.QUEUED) -> TaskRecord:
+    return TaskRecord(task_id=new_task_id(), pool_id=pool_id, task_type="echo", payload={}, state=state,
+                      created_at=datetime.now(UTC))
+
+
+def test_hot_queries_use_indexes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    plans = {
+        "unfinished": store.explain("SELECT * FROM tasks WHERE state IN ('queued', 'running')"),
+        "by id": store.explain("SELECT * FROM tasks WHERE task_id = ?", ("x",)),
+        "recent per pool": store.explain(
+            "SELECT * FROM tasks WHERE pool_id = ? ORDER BY created_at DESC LIMIT 10", ("p",)),
+        "prune": store.explain("SELECT 1 FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?", (1.0,)),
+    }
+    for name, plan in plans.items():
+        assert not any(p.startswith("SCAN tasks") for p in plan), (name, plan)
+
+
+def test_counters_and_retention(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    store.insert_pool("pool_000000000001", "p", {}, "running", time.time())
+    old, new = record("pool_000000000001"), record("pool_000000000001")
+    for r in (old, new):
+        store.insert_task(r)
+        r.state, r.duration_s = TaskState.COMPLETED, 2.0
+        r.started_at = r.created_at
+        r.finished_at = datetime.fromtimestamp(time.time() - (100 * 86400 if r is old else 0), UTC)
+        store.mark_finished(r)
+    row = store.pool_row("pool_000000000001")
+    assert row is not None and row["completed"] == 2 and row["duration_sum"] == 4.0
+    assert store.prune(time.time() - 30 * 86400) == 1
+    assert store.task_row(old.task_id) is None and store.task_row(new.task_id) is not None
+    # counters are history: pruning rows does not rewrite them
+    row = store.pool_row("pool_000000000001")
+    assert row is not None and row["completed"] == 2
+    store.close()
+    reopened = Store(tmp_path / "db.sqlite")
+    assert reopened.task_row(new.task_id) is not None
