@@ -1,0 +1,23 @@
+"""Shared helpers for benchmarks: best-of-N timing and a printed comparison."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def report(title: str, ours_name: str, ours: list[float], base_name: str, base: list[float],
+           unit: str = "tasks/s") -> float:
+    """Print median rates and their ratio (ours / baseline); higher is better for rates."""
+    o, b = statistics.median(ours), statistics.median(base)
+    ratio = o / b
+    print(f"{title}")
+    print(f"  {base_name:<36} {b:>10,.0f} {unit}  (runs: {', '.join(f'{x:,.0f}' for x in base)})")
+    print(f"  {ours_name:<36} {o:>10,.0f} {unit}  (runs: {', '.join(f'{x:,.0f}' for x in ours)})")
+    print(f"  ratio ours/baseline: {ratio:.2f}x")
+    return ratio
