@@ -75,5 +75,6 @@ def describe_validation_error(exc: Exception, prefix: str = "") -> tuple[str, st
         loc = ".".join(str(p) for p in err["loc"]) if err["loc"] else ""
         name = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         first = first or name or None
-        parts.append(f"{name}: {err['msg']}" if name else err["msg"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}" if name else msg)
     return "; ".join(parts), first

@@ -141,7 +141,7 @@ class PoolManager:
             self._maintenance = asyncio.get_running_loop().call_later(3600, self._hourly)
 
     def _make_backend(self, pool: _Pool) -> PoolBackend:
-        if pool.config.pool_type is PoolType.MAHAVISHNU:
+        if pool.config.type is PoolType.MAHAVISHNU:
             return LocalBackend(
                 pool.pool_id, pool.config, self,
                 context={"worker_type": pool.config.worker_type,
@@ -150,8 +150,8 @@ class PoolManager:
                 crash_threshold=self.settings.crash_threshold,
             )
         raise PoolUnavailable(
-            f"pool type {pool.config.pool_type.value!r} is not available in this build yet; "
-            "use --type mahavishnu", field="pool_type")
+            f"pool type {pool.config.type.value!r} is not available in this build yet; "
+            "use --type mahavishnu", field="type")
 
     async def _start_backend(self, pool: _Pool) -> None:
         backend = self._make_backend(pool)
@@ -236,7 +236,7 @@ class PoolManager:
                                PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
         self._pools[pool.pool_id] = pool
         self._event("pool_registered", pool.pool_id, data={"name": config.name,
-                                                          "pool_type": config.pool_type.value})
+                                                          "pool_type": config.type.value})
         if self.started:
             await self._start_backend(pool)
         self.store.commit()
@@ -260,7 +260,7 @@ class PoolManager:
         status, reason = self._status(pool, snap)
         c = pool.config
         return PoolInfo(
-            pool_id=pool.pool_id, name=c.name, pool_type=c.pool_type, status=status, status_reason=reason,
+            pool_id=pool.pool_id, name=c.name, pool_type=c.type, status=status, status_reason=reason,
             workers=len(snap.workers) if snap else 0, min_workers=c.min_workers, max_workers=c.max_workers,
             worker_type=c.worker_type, region=c.region, endpoint=c.endpoint, namespace=c.namespace,
             container_image=c.container_image, labels=c.labels, created_at=pool.created_at, metrics=metrics,
@@ -276,7 +276,7 @@ class PoolManager:
 
     def list_pools(self, active_only: bool = False, pool_type: PoolType | None = None) -> list[PoolInfo]:
         infos = [self.pool_info(p) for p in self._pools.values()
-                 if pool_type is None or p.config.pool_type is pool_type]
+                 if pool_type is None or p.config.type is pool_type]
         if active_only:
             infos = [i for i in infos if i.status in (PoolStatus.RUNNING, PoolStatus.SCALING)]
         return infos

@@ -70,7 +70,7 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
     name: str = Field(description="Unique pool name: letters, digits, '.', '_' or '-', at most 63 characters.")
-    pool_type: PoolType = Field(default=PoolType.MAHAVISHNU, description="Where the pool's tasks run.")
+    type: PoolType = Field(default=PoolType.MAHAVISHNU, description="Pool type: mahavishnu (local worker processes), session-buddy (a remote MCP peer) or kubernetes.")
     min_workers: int = Field(default=1, ge=0, le=1000, description="Workers kept up when idle.")
     max_workers: int = Field(default=10, ge=1, le=1000, description="Upper bound the pool scales to.")
     worker_type: str = Field(default="terminal-qwen", description="AI CLI the `prompt` task type runs.")
@@ -95,7 +95,7 @@ class PoolConfig(BaseModel):
     def _consistent(self) -> PoolConfig:
         if self.min_workers > self.max_workers:
             raise ValueError(f"min_workers ({self.min_workers}) is larger than max_workers ({self.max_workers})")
-        if self.pool_type is PoolType.SESSION_BUDDY and not self.endpoint:
+        if self.type is PoolType.SESSION_BUDDY and not self.endpoint:
             raise ValueError("a session-buddy pool needs endpoint (e.g. http://localhost:8678/mcp)")
         if self.endpoint and not re.match(r"^https?://", self.endpoint):
             raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")

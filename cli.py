@@ -1,0 +1,394 @@
+"""`mahavishnu`: the command-line client of the Mahavishnu Pools MCP server.
+
+Every `mahavishnu pools <command>` is generated from the server's tool registry
+(mcp_server/registry.py): its options, types, defaults and help are the tool's input
+model. A command speaks MCP to, in order: --url / MAHAVISHNU_URL; a server this user
+started on the same state directory (its server.json); else a server embedded in this
+process. The MCP SDK is imported only when a command really calls a tool.
+
+Exit codes: 0 success, 1 the task or operation failed, 2 bad usage or input,
+3 server unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import sys
+import types
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import typer
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from mcp_server.registry import TOOLS, ToolSpec
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+USAGE_ERRORS = {"invalid_input", "unknown_task_type", "task_type_disabled", "pool_not_found", "task_not_found"}
+
+app = typer.Typer(
+    name="mahavishnu", no_args_is_help=True, add_completion=False,
+    help="Mahavishnu Pools: run tasks on pools of workers through one MCP server.",
+)
+pools_app = typer.Typer(no_args_is_help=True, help="Manage pools and run tasks. Each command is one MCP tool.")
+app.add_typer(pools_app, name="pools")
+app.add_typer(pools_app, name="pool", hidden=True)  # the user docs also say `mahavishnu pool ...`
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(exit_code)
+
+
+# -- where the server is ---------------------------------------------------------------------
+@dataclass
+class Target:
+    mode: str  # "url", "running" or "embedded"
+    url: str | None = None
+    token: str | None = None
+
+
+def state_home() -> Path:
+    from pools.settings import default_home
+
+    return default_home()
+
+
+def find_target(url: str | None, token: str | None) -> Target:
+    if url:
+        return Target("url", url, token)
+    from mcp_server import runtime
+
+    entry = runtime.read(state_home())
+    if entry:
+        return Target("running", entry["url"], token or entry.get("token"))
+    return Target("embedded")
+
+
+@dataclass
+class ToolResult:
+    is_error: bool
+    data: Any
+    text: str
+
+
+async def call_tool(target: Target, name: str, args: dict[str, Any], progress: Any = None,
+                    read_timeout: float | None = None) -> ToolResult:
+    from mcp import Client
+
+    if target.mode == "embedded":
+        from mcp_server.server import build_server
+        from pools.errors import PoolError
+        from pools.manager import PoolManager
+
+        manager = PoolManager()
+        try:
+            await manager.start()
+        except PoolError as exc:
+            raise CliError(exc.message, EXIT_UNREACHABLE if exc.code == "store_busy" else EXIT_FAILED) from exc
+        try:
+            async with Client(build_server(manager, log_level="WARNING")) as client:
+                result = await client.call_tool(name, args, progress_callback=progress)
+        finally:
+            await manager.close()
+    else:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        assert target.url is not None
+        headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=read_timeout or 300.0))
+        try:
+            async with Client(streamable_http_client(target.url, http_client=http)) as client:
+                result = await client.call_tool(name, args, progress_callback=progress,
+                                                read_timeout_seconds=read_timeout)
+        except CliError:
+            raise
+        except Exception as exc:  # connection failures arrive wrapped in task groups
+            raise CliError(unreachable_message(target, exc), EXIT_UNREACHABLE) from exc
+        finally:
+            await http.aclose()
+    text = "\n".join(getattr(c, "text", "") for c in result.content)
+    return ToolResult(bool(result.is_error), result.structured_content, text)
+
+
+def unreachable_message(target: Target, exc: BaseException) -> str:
+    leaves: list[BaseException] = [exc]
+    while isinstance(leaves[0], BaseExceptionGroup) and leaves[0].exceptions:
+        leaves = list(leaves[0].exceptions)
+    detail = f"{type(leaves[0]).__name__}: {leaves[0]}".strip(": ")
+    if "401" in detail:
+        return f"the server at {target.url} refused the token (401); pass --token or set MAHAVISHNU_TOKEN"
+    hint = ("start one with `mahavishnu serve`, or unset MAHAVISHNU_URL to use the embedded server"
+            if target.mode == "url" else "its server.json is stale; restart it with `mahavishnu serve`")
+    return f"cannot reach the server at {target.url} ({detail}); {hint}"
+
+
+# -- generating the commands -------------------------------------------------------------------
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _is_json_field(annotation: Any) -> bool:
+    base, _ = _unwrap_optional(annotation)
+    return get_origin(base) in (dict, list) or base in (dict, list, Any)
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def cli_parameter(spec: ToolSpec, name: str, info: FieldInfo) -> inspect.Parameter:
+    """One typer parameter for one input-model field."""
+    base, optional = _unwrap_optional(info.annotation)
+    help_text = info.description or ""
+    default: Any = inspect.Parameter.empty
+    if not info.is_required():
+        default = info.get_default(call_default_factory=False) if info.default_factory is None else None
+        if isinstance(default, Enum):
+            default = default.value
+    if _is_json_field(info.annotation):
+        annotation: Any = str | None if default is not inspect.Parameter.empty else str
+        help_text += " (JSON)"
+        if default is not inspect.Parameter.empty:
+            default = None
+    elif isinstance(base, type) and issubclass(base, Enum):
+        annotation = base if not optional else base | None
+        if default is not inspect.Parameter.empty and default is not None:
+            default = base(default)
+    else:
+        annotation = info.annotation
+    if name in spec.positional:
+        param: Any = typer.Argument(help=help_text, metavar=name.upper(), show_default=False)
+    else:
+        flag = option_name(name)
+        if base is bool:
+            flag = f"{flag}/--no-{name.replace('_', '-')}" if default is True else flag
+        names = [flag] + ([spec.short[name]] if name in spec.short else [])
+        param = typer.Option(*names, help=help_text)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[annotation, param])
+
+
+def common_parameters(spec: ToolSpec) -> list[inspect.Parameter]:
+    choices = "|".join(spec.formats)
+    params = [
+        inspect.Parameter("format", inspect.Parameter.KEYWORD_ONLY, default="table", annotation=Annotated[
+            str, typer.Option("--format", "-f", help=f"Output format: {choices}.")]),
+        inspect.Parameter("url", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            str | None, typer.Option("--url", envvar="MAHAVISHNU_URL",
+                                     help="Server URL (e.g. http://127.0.0.1:8680/mcp). Default: the server "
+                                          "running on this state directory, else an embedded one.")]),
+        inspect.Parameter("token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            str | None, typer.Option("--token", envvar="MAHAVISHNU_TOKEN", help="Bearer token for --url.")]),
+    ]
+    if spec.name == "pools_watch":
+        params.append(inspect.Parameter("refresh", inspect.Parameter.KEYWORD_ONLY, default=1.0, annotation=Annotated[
+            float, typer.Option("--refresh", "-r", min=0.1, help="Seconds between refreshes.")]))
+    return params
+
+
+COMMON = {"format", "url", "token", "refresh"}
+
+
+def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """Command-line values -> validated tool arguments (exit 2 naming the option when wrong)."""
+    args: dict[str, Any] = {}
+    for name, info in spec.input_model.model_fields.items():
+        value = values.get(name)
+        if value is None and not info.is_required():
+            continue
+        if _is_json_field(info.annotation) and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise CliError(f"{option_name(name)} is not valid JSON ({exc.msg} at position {exc.pos}): "
+                               f"{value[:80]!r}", EXIT_USAGE) from exc
+        args[name] = value.value if isinstance(value, Enum) else value
+    try:
+        model: BaseModel = spec.input_model.model_validate(args)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            where = option_name(loc[0]) + ("." + ".".join(loc[1:]) if len(loc) > 1 else "") if loc else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if where else msg)
+        raise CliError("; ".join(problems), EXIT_USAGE) from exc
+    return model.model_dump(mode="json", include=set(args))
+
+
+def make_command(spec: ToolSpec) -> Any:
+    def command(**values: Any) -> None:
+        fmt = values["format"]
+        if fmt not in spec.formats:
+            raise fail(f"--format must be one of {', '.join(spec.formats)}, not {fmt!r}", EXIT_USAGE)
+        try:
+            args = build_arguments(spec, values)
+            target = find_target(values.get("url"), values.get("token"))
+            code = run_command(spec, args, fmt, target, values)
+        except CliError as exc:
+            if fmt == "json":
+                print(json.dumps({"error": {"code": "cli", "message": exc.message}}, indent=2))
+            raise fail(exc.message, exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        raise typer.Exit(code)
+
+    params = [cli_parameter(spec, n, i) for n, i in spec.input_model.model_fields.items()]
+    positional = [p for p in params if p.name in spec.positional]
+    params = positional + [p for p in params if p.name not in spec.positional] + common_parameters(spec)
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = spec.command.replace("-", "_")
+    command.__doc__ = spec.description
+    return command
+
+
+def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, values: dict[str, Any]) -> int:
+    from cli_render import Renderer
+
+    renderer = Renderer("table" if fmt == "progress" else fmt)
+    if target.mode == "embedded":
+        if spec.name == "pools_execute" and args.get("wait") is False:
+            raise CliError("--no-wait needs a running server: the task would stop when this command exits. "
+                           "Start one with `mahavishnu serve` (or pass --url)", EXIT_USAGE)
+        if spec.name == "pools_watch":
+            raise CliError("watch shows live workers and needs a running server; start one with "
+                           "`mahavishnu serve` in another terminal (or pass --url)", EXIT_USAGE)
+    if spec.name == "pools_watch":
+        return watch(target, args, renderer, values["refresh"])
+    read_timeout = float(args.get("timeout", 300.0)) + 60.0
+    if fmt == "progress":
+        result = with_progress(target, spec, args, read_timeout)
+    else:
+        result = asyncio.run(call_tool(target, spec.name, args, read_timeout=read_timeout))
+    if result.is_error:
+        error = (result.data or {}).get("error") or {}
+        code = error.get("code") or ("invalid_input" if "validation error" in result.text else "error")
+        if fmt == "json":
+            renderer.json(result.data or {"error": {"code": code, "message": result.text}})
+        typer.echo(f"Error: {error.get('message') or result.text}", err=True)
+        return EXIT_USAGE if code in USAGE_ERRORS else EXIT_FAILED
+    renderer.render(spec.name, result.data)
+    if spec.name == "pools_execute":
+        task = result.data["task"]
+        if result.data["finished"]:
+            return EXIT_OK if task["state"] == "completed" else EXIT_FAILED
+        return EXIT_OK if args.get("wait") is False else EXIT_FAILED
+    return EXIT_OK
+
+
+def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_timeout: float) -> ToolResult:
+    from rich.progress import (BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
+                               TimeRemainingColumn)
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TimeRemainingColumn(), transient=False) as bar:
+        handle = bar.add_task(f"{args.get('task_type', spec.command)}", total=1)
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            bar.update(handle, completed=done, total=total or 1,
+                       description=message or args.get("task_type", spec.command))
+
+        return asyncio.run(call_tool(target, spec.name, args, on_progress, read_timeout))
+
+
+def watch(target: Target, args: dict[str, Any], renderer: Any, refresh: float) -> int:
+    from rich.live import Live
+
+    async def loop() -> None:
+        first = await call_tool(target, "pools_watch", args)
+        if first.is_error:
+            raise CliError(first.text, EXIT_FAILED)
+        with Live(renderer.watch_table(first.data), console=renderer.console, refresh_per_second=8) as live:
+            while True:
+                await asyncio.sleep(refresh)
+                snap = await call_tool(target, "pools_watch", args)
+                if not snap.is_error:
+                    live.update(renderer.watch_table(snap.data))
+
+    try:
+        asyncio.run(loop())
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+for _spec in TOOLS:
+    pools_app.command(name=_spec.command, help=_spec.description)(make_command(_spec))
+
+
+# -- the server --------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for MCP (/mcp) and /health.")] = 8680,
+    token: Annotated[str | None, typer.Option(envvar="MAHAVISHNU_TOKEN",
+                                              help="Bearer token clients must send.")] = None,
+    certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); serves https.")] = None,
+    keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    stdio: Annotated[bool, typer.Option("--stdio", help="Serve MCP over stdin/stdout (for an IDE).")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the MCP server (streamable HTTP on 127.0.0.1:8680/mcp, or --stdio)."""
+    from mcp_server.http import HttpOptions, install_sigterm, serve_http, serve_stdio
+    from pools.errors import PoolError
+    from pools.settings import Settings
+
+    if bool(certfile) != bool(keyfile):
+        raise fail("--certfile and --keyfile go together", EXIT_USAGE)
+    try:
+        settings = Settings.load()
+        if stdio:
+            install_sigterm()
+            asyncio.run(serve_stdio(settings))
+        else:
+            asyncio.run(serve_http(settings, HttpOptions(host=host, port=port, token=token, certfile=certfile,
+                                                         keyfile=keyfile, log_level=log_level)))
+    except PoolError as exc:
+        raise fail(exc.message, EXIT_USAGE if exc.code == "invalid_input" else EXIT_FAILED) from None
+    except OSError as exc:
+        raise fail(f"cannot serve on {host}:{port}: {exc}", EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from mcp_server import __version__
+
+        typer.echo(f"mahavishnu {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                               help="Show the version and exit.")] = False) -> None:
+    """Mahavishnu Pools: run tasks on pools of workers through one MCP server."""
+
+
+def main() -> None:
+    # Typer's own usage errors exit 2, as ours do.
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""How the CLI shows each tool's structured output: table (rich), json, markdown.
+
+json is exactly the tool's structured output. Table and markdown follow the user
+documentation's layouts. Everything here works on plain dicts from the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+ICONS = {"running": "●", "initializing": "◐", "degraded": "⚠", "failed": "✗", "pending": "○",
+         "scaling": "◑", "stopped": "■"}
+COLORS = {"running": "green", "initializing": "yellow", "degraded": "yellow", "failed": "red",
+          "pending": "dim", "scaling": "cyan", "stopped": "dim"}
+TASK_ICONS = {"completed": "✓", "failed": "✗", "timed_out": "✗", "cancelled": "■", "queued": "○",
+              "running": "◐"}
+
+
+def icon(status: str, color: bool = True) -> str:
+    mark = ICONS.get(status, "?")
+    return f"[{COLORS.get(status, 'white')}]{mark}[/]" if color else mark
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} MB"
+
+
+def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("-" * (len(h) + 2) for h in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+class Renderer:
+    """Print one tool result in one format."""
+
+    def __init__(self, fmt: str) -> None:
+        from rich.console import Console
+
+        self.fmt = fmt
+        self.console = Console(highlight=False)
+        self.out: Callable[..., None] = self.console.print
+
+    def json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+
+    def text(self, lines: list[str]) -> None:
+        if self.fmt == "markdown":
+            print("\n".join(lines))
+        else:
+            for line in lines:
+                self.out(line)
+
+    # -- pools ----------------------------------------------------------------------------
+    def pool_table(self, title: str, pools: list[dict[str, Any]], columns: str = "list") -> None:
+        from rich.table import Table
+
+        table = Table(title=title)
+        heads = ["Pool ID", "Name", "Type", "Status", "Workers"]
+        heads += ["Range"] if columns == "list" else ["Completed", "Failed", "Queue"]
+        for h in heads:
+            table.add_column(h, justify="right" if h in ("Workers", "Completed", "Failed", "Queue") else "left")
+        for p in pools:
+            row = [p["pool_id"], p["name"], p["pool_type"], icon(p["status"]), str(p["workers"])]
+            if columns == "list":
+                row.append(f"{p['min_workers']}-{p['max_workers']}")
+            else:
+                m = p["metrics"]
+                row += [str(m["tasks_completed"]), str(m["tasks_failed"]), str(m["queue_size"])]
+            table.add_row(*row)
+        self.out(table)
+
+    def pools_list(self, data: dict[str, Any]) -> None:
+        pools = data["pools"]
+        if self.fmt == "markdown":
+            rows = [[p["pool_id"], p["name"], p["pool_type"], p["status"], p["workers"], p["region"]]
+                    for p in pools]
+            print("## Active Pools\n\n" + _md_table(["Pool ID", "Name", "Type", "Status", "Workers", "Region"],
+                                                    rows))
+            return
+        if not pools:
+            self.out("No pools. Register one: mahavishnu pools register --name local --type mahavishnu")
+            return
+        self.pool_table("Active Pools", pools)
+
+    def pool_detail(self, p: dict[str, Any], heading: str = "") -> None:
+        m = p["metrics"]
+        status = p["status"]
+        md = self.fmt == "markdown"
+        lines = [heading] if heading else []
+        lines += [
+            f"Pool: {p['pool_id']}", f"Name: {p['name']}", f"Type: {p['pool_type']}",
+            f"Status: {icon(status, not md)} {status.upper()}"
+            + (f" ({p['status_reason']})" if p.get("status_reason") else ""),
+            f"Workers: {p['workers']} ({p['min_workers']}-{p['max_workers']})",
+            f"Region: {p['region']}",
+        ]
+        if p.get("endpoint"):
+            lines.append(f"Endpoint: {p['endpoint']}")
+        lines += ["", "Metrics:", f"  Tasks Completed: {m['tasks_completed']}",
+                  f"  Tasks Failed: {m['tasks_failed']}", f"  Avg Duration: {_secs(m['avg_duration_s'])}",
+                  f"  Memory Usage: {_mb(m['memory_mb'])}"]
+        if m.get("queue_size"):
+            lines.append(f"  Queue: {m['queue_size']}")
+        if md:
+            lines = [f"{line}  " if line and not line.startswith("  ") else line for line in lines]
+        self.text(lines)
+        workers = p.get("worker_details") or []
+        if workers and not md:
+            from rich.table import Table
+
+            table = Table(title="Workers")
+            for h in ("Worker", "PID", "State", "Task", "Done", "Memory MB", "CPU %"):
+                table.add_column(h)
+            for w in workers:
+                table.add_row(w["worker_id"], str(w.get("pid") or "-"), w["state"], w.get("task_id") or "-",
+                              str(w["tasks_done"]), "-" if w.get("memory_mb") is None else f"{w['memory_mb']:.1f}",
+                              "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}")
+            self.out(table)
+
+    def pools_get(self, data: dict[str, Any]) -> None:
+        self.pool_detail(data)
+
+    def pools_register(self, data: dict[str, Any]) -> None:
+        self.text([f"✓ Registered pool: {data['pool_id']} ({data['name']})"])
+        self.pool_detail(data)
+
+    def pools_close(self, data: dict[str, Any]) -> None:
+        self.text([f"✓ Pool closed: {data['pool_id']} ({data['name']})"])
+
+    def pools_scale(self, data: dict[str, Any]) -> None:
+        self.text([f"✓ Pool {data['name']} scaled: {data['workers']} workers "
+                   f"({data['min_workers']}-{data['max_workers']})"])
+
+    # -- tasks ----------------------------------------------------------------------------
+    def pools_execute(self, data: dict[str, Any]) -> None:
+        task = data["task"]
+        state = task["state"]
+        lines = [f"✓ Routed to pool: {data['pool_id']} ({data['pool_name']})"]
+        if not data["finished"]:
+            lines += [f"○ Task {task['task_id']} {state}", f"  {data['message']}"]
+        else:
+            ok = state == "completed"
+            lines.append(f"{'✓' if ok else '✗'} Task {'completed' if ok else state.replace('_', ' ')}")
+            lines.append(f"  Task: {task['task_id']}")
+            lines.append(f"  Status: {state}")
+            if ok:
+                lines.append(f"  Output: {task.get('summary') or ''}")
+            else:
+                lines.append(f"  Error: {(task.get('error') or '').splitlines()[0] if task.get('error') else ''}")
+            lines.append(f"  Duration: {_secs(task.get('duration_s'))}")
+        self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
+
+    def pools_task(self, t: dict[str, Any]) -> None:
+        md = self.fmt == "markdown"
+        lines = [f"Task: {t['task_id']}", f"Status: {t['state'].upper()}", f"Type: {t['task_type']}",
+                 f"Pool: {t['pool_id']}", f"Worker: {t.get('worker_id') or '-'}",
+                 f"Created: {_when(t.get('created_at'))}", f"Started: {_when(t.get('started_at'))}"]
+        if t.get("finished_at"):
+            lines.append(f"Finished: {_when(t.get('finished_at'))}")
+        lines.append(f"Duration: {_secs(t.get('duration_s'))}")
+        if md:
+            lines = [f"{line}  " for line in lines]
+        if t.get("summary") and t["state"] == "completed":
+            lines += ["Result:", f"  {t['summary']}"]
+        if t.get("error"):
+            lines += ["Error:"] + [f"  {line}" for line in t["error"].rstrip().splitlines()[:30]]
+        if md:
+            print("\n".join(lines))
+        else:
+            from rich.markup import escape
+
+            for line in lines:
+                self.out(escape(line))
+
+    def pools_cancel(self, t: dict[str, Any]) -> None:
+        self.text([f"✓ Task cancelled: {t['task_id']}", f"  Status: {t['state']}"])
+
+    # -- overview -------------------------------------------------------------------------
+    def pools_stats(self, s: dict[str, Any]) -> None:
+        rows: list[tuple[str, Any]] = [
+            ("Total Pools", s["total_pools"]), ("Total Workers", s["total_workers"]),
+            ("Active Pools", s["active_pools"]), ("Degraded Pools", s["degraded_pools"]),
+            ("Failed Pools", s["failed_pools"]), ("Busy Workers", s["busy_workers"]),
+            ("Queued Tasks", s["queued_tasks"]), ("Running Tasks", s["running_tasks"]),
+            ("Tasks Completed", s["tasks_completed"]), ("Tasks Failed", s["tasks_failed"]),
+            ("Tasks Cancelled", s["tasks_cancelled"]), ("Tasks Timed Out", s["tasks_timed_out"]),
+            ("Avg Duration", _secs(s.get("avg_duration_s"))),
+        ]
+        for kind, t in sorted(s.get("by_type", {}).items()):
+            rows += [(f"{kind}_pools", t["pools"]), (f"{kind}_workers", t["workers"])]
+        if self.fmt == "markdown":
+            print("## Pool Statistics\n\n" + _md_table(["Metric", "Value"], [list(r) for r in rows]))
+            return
+        from rich.table import Table
+
+        table = Table(title="Pool Statistics")
+        table.add_column("Metric")
+        table.add_column("Value", justify="right")
+        for name, value in rows:
+            table.add_row(name, str(value))
+        self.out(table)
+
+    def pools_health(self, h: dict[str, Any]) -> None:
+        md = self.fmt == "markdown"
+        lines = [f"Pool Manager Health: {h['status'].upper()}", f"Active Pools: {h['active_pools']}", "",
+                 "Pool Status:"]
+        for p in h["pools"]:
+            why = f" ({p['reason']})" if p.get("reason") else ""
+            lines.append(f"  {icon(p['status'], not md)} {p['pool_id']} ({p['name']}): {p['workers']} workers"
+                         f"{why}")
+        if not h["pools"]:
+            lines.append("  (no pools)")
+        self.text(lines)
+
+    def watch_table(self, snap: dict[str, Any]) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"Pool Monitor (Active: {snap['active']})")
+        for h in ("Pool ID", "Name", "Type", "Status", "Workers", "Completed", "Failed", "Queue"):
+            table.add_column(h, justify="right" if h in ("Workers", "Completed", "Failed", "Queue") else "left")
+        for p in snap["pools"]:
+            m = p["metrics"]
+            table.add_row(p["pool_id"], p["name"], p["pool_type"], icon(p["status"]), str(p["workers"]),
+                          str(m["tasks_completed"]), str(m["tasks_failed"]), str(m["queue_size"]))
+        return table
+
+    def pools_watch(self, snap: dict[str, Any]) -> None:
+        if self.fmt == "markdown":
+            rows = [[p["pool_id"], p["name"], p["pool_type"], p["status"], p["workers"],
+                     p["metrics"]["tasks_completed"], p["metrics"]["tasks_failed"]] for p in snap["pools"]]
+            print(f"## Pool Monitor (Active: {snap['active']})\n\n"
+                  + _md_table(["Pool ID", "Name", "Type", "Status", "Workers", "Completed", "Failed"], rows))
+        else:
+            self.out(self.watch_table(snap))
+
+    def pools_task_types(self, data: dict[str, Any]) -> None:
+        rows = [[t["name"], "yes" if t["enabled"] else "no", "yes" if t.get("executes_code") else "no",
+                 t.get("description") or t.get("error") or ""] for t in data["task_types"]]
+        if self.fmt == "markdown":
+            print("## Task Types\n\n" + _md_table(["Name", "Enabled", "Executes code", "Description"], rows))
+            return
+        from rich.table import Table
+
+        table = Table(title="Task Types")
+        for h in ("Name", "Enabled", "Executes code", "Description"):
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        self.out(table)
+
+    def render(self, tool: str, data: Any) -> None:
+        if self.fmt == "json":
+            self.json(data)
+            return
+        getattr(self, tool)(data)

@@ -1,0 +1,105 @@
+"""Serving: streamable HTTP at /mcp with /health beside it, or stdio for an IDE."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mcp_server import __version__, runtime
+from mcp_server.auth import BearerAuth, check_bind
+from mcp_server.server import build_server
+from pools.manager import PoolManager
+from pools.settings import Settings
+
+log = logging.getLogger("mahavishnu.server")
+
+DEFAULT_PORT = 8680
+
+
+@dataclass
+class HttpOptions:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    log_level: str = "info"
+
+
+def public_url(opts: HttpOptions, port: int) -> str:
+    scheme = "https" if opts.certfile else "http"
+    host = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}/mcp"
+
+
+async def serve_http(settings: Settings, opts: HttpOptions) -> None:
+    import uvicorn
+
+    check_bind(opts.host, opts.token)
+    manager = PoolManager(settings)
+    await manager.start()
+    server = build_server(manager, log_level=opts.log_level.upper())  # type: ignore[arg-type]
+
+    @server.custom_route("/health", methods=["GET"])
+    async def health(request: Request) -> Response:
+        report = manager.health()
+        return JSONResponse({"status": "ok", "pools": report.status, "active_pools": report.active_pools,
+                             "version": __version__})
+
+    @server.custom_route("/healthz", methods=["GET"])
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=opts.host)
+    asgi = BearerAuth(app, opts.token) if opts.token else app
+    config = uvicorn.Config(
+        asgi, host=opts.host, port=opts.port, log_level=opts.log_level, lifespan="on",
+        ssl_certfile=str(opts.certfile) if opts.certfile else None,
+        ssl_keyfile=str(opts.keyfile) if opts.keyfile else None,
+    )
+    uv = uvicorn.Server(config)
+    serve_task = asyncio.create_task(uv.serve())
+    try:
+        while not uv.started:
+            if serve_task.done():
+                await serve_task  # surfaces the bind error
+                raise OSError(f"could not listen on {opts.host}:{opts.port}")
+            await asyncio.sleep(0.02)
+        port = uv.servers[0].sockets[0].getsockname()[1]
+        url = public_url(opts, port)
+        runtime.write(settings.home, url, opts.token)
+        print(f"mahavishnu serving MCP at {url} (state: {settings.home})", flush=True)
+        await serve_task
+    finally:
+        runtime.remove(settings.home)
+        if not serve_task.done():
+            uv.should_exit = True
+            with contextlib.suppress(Exception):
+                await serve_task
+        await manager.close()
+
+
+async def serve_stdio(settings: Settings) -> None:
+    manager = PoolManager(settings)
+    await manager.start()
+    try:
+        server = build_server(manager, log_level="WARNING")
+        await server.run_stdio_async()
+    finally:
+        await manager.close()
+
+
+def install_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so the finally blocks stop workers cleanly."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,100 @@
+"""The one list of tools. The MCP server registers these; the CLI generates its `pools`
+commands from them; specs/tools.md is rendered from them. Imports no MCP SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from mcp_server import schemas as s
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    command: str
+    title: str
+    description: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    read_only: bool
+    destructive: bool = False
+    idempotent: bool = False
+    # Presentation for the CLI only: short option names and arguments given by position.
+    short: dict[str, str] = field(default_factory=dict)
+    positional: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ("table", "json", "markdown")
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "pools_list", "list", "List pools",
+        "List registered pools with their type, status, worker count and range, and task metrics. "
+        "Filter with active_only (running pools) and by_type.",
+        s.ListInput, s.PoolList, read_only=True, idempotent=True),
+    ToolSpec(
+        "pools_get", "get", "Get one pool",
+        "Details of one pool by name or id: configuration, status (and why, when not running), workers "
+        "with their pid, state, memory and CPU, and task metrics.",
+        s.GetInput, s.PoolInfo, read_only=True, idempotent=True, positional=("pool",)),
+    ToolSpec(
+        "pools_register", "register", "Register a pool",
+        "Create a pool and start its workers. type 'mahavishnu' runs worker processes on the server's "
+        "machine, scaling between min_workers and max_workers. Names are unique among open pools. Returns "
+        "the new pool (its id is pool_<12 hex>).",
+        s.RegisterInput, s.PoolInfo, read_only=False,
+        short={"name": "-n", "type": "-t", "max_workers": "-w", "min_workers": "-m", "region": "-r"}),
+    ToolSpec(
+        "pools_execute", "execute", "Execute a task",
+        "Run one task ({task_type, payload}) on a pool and wait for its result up to timeout seconds, "
+        "sending progress notifications meanwhile. The task is detached from this call: if the call is "
+        "cancelled or times out the task keeps running; read it later with pools_task. wait=false returns "
+        "the task id at once. See pools_task_types for the types and their payloads.",
+        s.ExecuteInput, s.ExecuteOutput, read_only=False,
+        short={"task_type": "-t", "pool": "-p", "timeout": "-T"},
+        formats=("table", "json", "markdown", "progress")),
+    ToolSpec(
+        "pools_task", "task", "Get a task",
+        "State of one task by id: queued, running, completed, failed, cancelled or timed_out, with its "
+        "pool, worker, times, duration, result, one-line summary and error (with the worker's traceback).",
+        s.TaskInput, s.TaskRecord, read_only=True, idempotent=True, positional=("task_id",)),
+    ToolSpec(
+        "pools_cancel", "cancel", "Cancel a task",
+        "Stop a task. A queued task is dropped; a running one has its worker killed and replaced. Fails "
+        "with code conflict when the task already ended.",
+        s.CancelInput, s.TaskRecord, read_only=False, destructive=True, positional=("task_id",)),
+    ToolSpec(
+        "pools_stats", "stats", "Pool statistics",
+        "Totals across pools: pools by status, workers, queued and running tasks, tasks completed, "
+        "failed, cancelled and timed out, average duration; by_type adds pools and workers per type.",
+        s.StatsInput, s.StatsReport, read_only=True, idempotent=True),
+    ToolSpec(
+        "pools_health", "health", "Pool health",
+        "Health of one pool or all: overall status (healthy, degraded, unhealthy), and per pool whether it "
+        "is healthy, its workers, queue and the reason when it is not.",
+        s.HealthInput, s.HealthReport, read_only=True, idempotent=True, short={"pool": "-p", "all": "-a"}),
+    ToolSpec(
+        "pools_watch", "watch", "Monitoring snapshot",
+        "One monitoring snapshot of all pools (status, workers, tasks completed and failed, queue) plus "
+        "totals. Call it repeatedly for a live view; the CLI's `pools watch` does.",
+        s.WatchInput, s.WatchSnapshot, read_only=True, idempotent=True),
+    ToolSpec(
+        "pools_close", "close", "Close a pool",
+        "Stop a pool's workers and unregister it. Its queued and running tasks end cancelled; its task "
+        "history stays readable. The name becomes free.",
+        s.CloseInput, s.PoolInfo, read_only=False, destructive=True, positional=("pool",)),
+    ToolSpec(
+        "pools_scale", "scale", "Scale a pool",
+        "Set a pool's worker count (within min..max). Idle workers above the target stop; new ones start "
+        "and the call returns once they are ready.",
+        s.ScaleInput, s.PoolInfo, read_only=False, idempotent=True, positional=("pool",)),
+    ToolSpec(
+        "pools_task_types", "task-types", "List task types",
+        "Every task type this server knows, whether it is enabled, whether it executes code, what it does "
+        "and its payload's JSON schema.",
+        s.EmptyInput, s.TaskTypeList, read_only=True, idempotent=True),
+)
+
+BY_NAME = {t.name: t for t in TOOLS}
+BY_COMMAND = {t.command: t for t in TOOLS}

@@ -1,0 +1,137 @@
+"""Input and output models of every tool. The MCP schemas, the CLI options and specs/ all
+come from these classes, so they cannot disagree."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pools.models import (
+    HealthReport,
+    PoolConfig,
+    PoolInfo,
+    PoolStatus,
+    PoolType,
+    StatsReport,
+    TaskRecord,
+)
+
+POOL_REF = "Pool name or id (pool_<12 hex>)."
+TASK_REF = "Task id (task_<32 hex>), as returned by execute."
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListInput(Input):
+    active_only: bool = Field(default=False, description="Show only running pools.")
+    by_type: PoolType | None = Field(default=None, description="Only pools of this type.")
+
+
+class PoolRefInput(Input):
+    pool: str = Field(min_length=1, description=POOL_REF)
+
+
+class GetInput(PoolRefInput):
+    pass
+
+
+class CloseInput(PoolRefInput):
+    pass
+
+
+class ScaleInput(PoolRefInput):
+    target: int = Field(ge=0, le=1000, description="Worker count to move to, within the pool's min..max.")
+
+
+class RegisterInput(PoolConfig):
+    """Registering takes exactly a pool's configuration."""
+
+
+class ExecuteInput(Input):
+    task_type: str = Field(min_length=1, description="Task type, e.g. analyze or echo; see pools_task_types.")
+    payload: dict[str, Any] = Field(default_factory=dict, description="Task payload (a JSON object).")
+    pool: str | None = Field(default=None, description=POOL_REF + " Defaults to the pool named 'default'.")
+    timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600,
+                           description="Seconds the task may run before it is killed (timed_out). The call "
+                                       "waits at most this long; the task stays queryable by id either way.")
+    wait: bool = Field(default=True, description="Wait for the result; false returns the task id at once.")
+    retries: int = Field(default=0, ge=0, le=10, description="Extra attempts when a worker dies mid-task.")
+
+
+class ExecuteOutput(BaseModel):
+    task: TaskRecord
+    pool_id: str
+    pool_name: str
+    finished: bool = Field(description="False when the call stopped waiting before the task ended.")
+    message: str
+
+
+class TaskInput(Input):
+    task_id: str = Field(pattern=r"^task_[0-9a-f]{32}$", description=TASK_REF)
+
+
+class CancelInput(TaskInput):
+    pass
+
+
+class StatsInput(Input):
+    by_type: bool = Field(default=False, description="Also group pools and workers by pool type.")
+
+
+class HealthInput(Input):
+    pool: str | None = Field(default=None, description=POOL_REF + " Omit to check all pools.")
+    all: bool = Field(default=True, description="Check all pools (the default when no pool is given).")
+
+
+class WatchInput(Input):
+    active_only: bool = Field(default=False, description="Show only running pools.")
+
+
+class EmptyInput(Input):
+    pass
+
+
+class PoolList(BaseModel):
+    pools: list[PoolInfo]
+
+
+class WatchSnapshot(BaseModel):
+    pools: list[PoolInfo]
+    active: int
+    stats: StatsReport
+
+
+class TaskTypeInfo(BaseModel):
+    name: str
+    enabled: bool
+    executes_code: bool = False
+    description: str = ""
+    payload_schema: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class TaskTypeList(BaseModel):
+    task_types: list[TaskTypeInfo]
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable kind: invalid_input, pool_not_found, task_not_found, conflict, ...")
+    message: str
+    field: str | None = None
+
+
+class ErrorOutput(BaseModel):
+    error: ErrorInfo
+
+
+Format = Literal["table", "json", "markdown", "progress"]
+
+__all__ = [
+    "CancelInput", "CloseInput", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
+    "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus",
+    "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput", "TaskRecord", "TaskTypeInfo",
+    "TaskTypeList", "WatchInput", "WatchSnapshot",
+]

@@ -1,0 +1,115 @@
+"""Tool bodies: thin typed functions over PoolManager, free of any MCP detail.
+
+Each takes the manager, its validated input model and a progress callback, and
+returns its output model or raises a PoolError (which the server turns into an
+`isError` result that names the field and says what to do).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from mcp_server import schemas as s
+from pools.errors import PoolNotFound
+from pools.manager import PoolManager
+from pools.models import TaskOptions, TaskState
+
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+Handler = Callable[[PoolManager, Any, Progress], Awaitable[BaseModel]]
+
+PROGRESS_EVERY = 1.0  # seconds between progress notifications while a task runs
+
+
+async def pools_list(m: PoolManager, inp: s.ListInput, progress: Progress) -> s.PoolList:
+    return s.PoolList(pools=m.list_pools(active_only=inp.active_only, pool_type=inp.by_type))
+
+
+async def pools_get(m: PoolManager, inp: s.GetInput, progress: Progress) -> s.PoolInfo:
+    return m.get_pool(inp.pool)
+
+
+async def pools_register(m: PoolManager, inp: s.RegisterInput, progress: Progress) -> s.PoolInfo:
+    return await m.register(inp)
+
+
+async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress) -> s.ExecuteOutput:
+    pool_ref = inp.pool or "default"
+    try:
+        pool = m.resolve(pool_ref)
+    except PoolNotFound as exc:
+        if inp.pool is None:
+            raise PoolNotFound("no pool given and there is no pool named 'default'; pass pool (--pool NAME); "
+                               "`mahavishnu pools list` shows the pools", field="pool") from exc
+        raise
+    record = await m.submit(pool.pool_id, inp.task_type, inp.payload,
+                            TaskOptions(timeout=inp.timeout, retries=inp.retries))
+    name = pool.config.name
+    if not inp.wait:
+        return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, finished=False,
+                               message=f"queued as {record.task_id}; `mahavishnu pools task {record.task_id}` "
+                                       "shows its state")
+    # Wait in slices so progress flows; the task's own timeout is enforced by its pool.
+    deadline = time.monotonic() + inp.timeout + 5.0
+    await progress(0, 1, f"queued on {name}")
+    while True:
+        record = await m.wait(record.task_id, min(PROGRESS_EVERY, max(0.0, deadline - time.monotonic())))
+        if record.state.terminal or time.monotonic() >= deadline:
+            break
+        if record.state is TaskState.RUNNING and record.started_at is not None:
+            ran = time.time() - record.started_at.timestamp()
+            await progress(0.5, 1, f"running on {name}/{record.worker_id} for {ran:.0f}s")
+        else:
+            await progress(0, 1, f"queued on {name}")
+    if record.state.terminal:
+        await progress(1, 1, record.state.value)
+        message = f"{record.state.value}: {record.summary or ''}".rstrip(": ")
+        return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, finished=True, message=message)
+    return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, finished=False,
+                           message=f"still {record.state.value} after {inp.timeout:g}s; it keeps running: "
+                                   f"`mahavishnu pools task {record.task_id}`")
+
+
+async def pools_task(m: PoolManager, inp: s.TaskInput, progress: Progress) -> s.TaskRecord:
+    return m.get_task(inp.task_id)
+
+
+async def pools_cancel(m: PoolManager, inp: s.CancelInput, progress: Progress) -> s.TaskRecord:
+    return await m.cancel(inp.task_id)
+
+
+async def pools_stats(m: PoolManager, inp: s.StatsInput, progress: Progress) -> s.StatsReport:
+    report = m.stats()
+    if not inp.by_type:
+        report.by_type = {}
+    return report
+
+
+async def pools_health(m: PoolManager, inp: s.HealthInput, progress: Progress) -> s.HealthReport:
+    return m.health(inp.pool)
+
+
+async def pools_watch(m: PoolManager, inp: s.WatchInput, progress: Progress) -> s.WatchSnapshot:
+    pools = m.list_pools(active_only=inp.active_only)
+    active = sum(1 for p in pools if p.status.accepts_work)
+    return s.WatchSnapshot(pools=pools, active=active, stats=m.stats())
+
+
+async def pools_close(m: PoolManager, inp: s.CloseInput, progress: Progress) -> s.PoolInfo:
+    return await m.close_pool(inp.pool)
+
+
+async def pools_scale(m: PoolManager, inp: s.ScaleInput, progress: Progress) -> s.PoolInfo:
+    return await m.scale_pool(inp.pool, inp.target)
+
+
+async def pools_task_types(m: PoolManager, inp: s.EmptyInput, progress: Progress) -> s.TaskTypeList:
+    return s.TaskTypeList(task_types=[s.TaskTypeInfo.model_validate(t) for t in m.task_types.describe()])
+
+
+HANDLERS: dict[str, Handler] = {
+    name: fn for name, fn in globals().items() if name.startswith("pools_") and callable(fn)
+}
