@@ -228,7 +228,8 @@ def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
-            where = option_name(loc[0]) + ("." + ".".join(loc[1:]) if len(loc) > 1 else "") if loc else ""
+            head = (loc[0].upper() if loc[0] in spec.positional else option_name(loc[0])) if loc else ""
+            where = head + ("." + ".".join(loc[1:]) if len(loc) > 1 else "")
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{where}: {msg}" if where else msg)
         raise CliError("; ".join(problems), EXIT_USAGE) from exc

@@ -19,6 +19,13 @@ TASK_ICONS = {"completed": "✓", "failed": "✗", "timed_out": "✗", "cancelle
               "running": "◐"}
 
 
+def esc(value: Any) -> str:
+    """Text from the wire must never be read as rich markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def icon(status: str, color: bool = True) -> str:
     mark = ICONS.get(status, "?")
     return f"[{COLORS.get(status, 'white')}]{mark}[/]" if color else mark
@@ -104,12 +111,12 @@ class Renderer:
         lines += [
             f"Pool: {p['pool_id']}", f"Name: {p['name']}", f"Type: {p['pool_type']}",
             f"Status: {icon(status, not md)} {status.upper()}"
-            + (f" ({p['status_reason']})" if p.get("status_reason") else ""),
+            + (f" ({esc(p['status_reason'])})" if p.get("status_reason") else ""),
             f"Workers: {p['workers']} ({p['min_workers']}-{p['max_workers']})",
             f"Region: {p['region']}",
         ]
         if p.get("endpoint"):
-            lines.append(f"Endpoint: {p['endpoint']}")
+            lines.append(f"Endpoint: {esc(p['endpoint'])}")
         lines += ["", "Metrics:", f"  Tasks Completed: {m['tasks_completed']}",
                   f"  Tasks Failed: {m['tasks_failed']}", f"  Avg Duration: {_secs(m['avg_duration_s'])}",
                   f"  Memory Usage: {_mb(m['memory_mb'])}"]
@@ -151,16 +158,16 @@ class Renderer:
         state = task["state"]
         lines = [f"✓ Routed to pool: {data['pool_id']} ({data['pool_name']})"]
         if not data["finished"]:
-            lines += [f"○ Task {task['task_id']} {state}", f"  {data['message']}"]
+            lines += [f"○ Task {task['task_id']} {state}", f"  {esc(data['message'])}"]
         else:
             ok = state == "completed"
             lines.append(f"{'✓' if ok else '✗'} Task {'completed' if ok else state.replace('_', ' ')}")
             lines.append(f"  Task: {task['task_id']}")
             lines.append(f"  Status: {state}")
             if ok:
-                lines.append(f"  Output: {task.get('summary') or ''}")
+                lines.append(f"  Output: {esc(task.get('summary') or '')}")
             else:
-                lines.append(f"  Error: {(task.get('error') or '').splitlines()[0] if task.get('error') else ''}")
+                lines.append(f"  Error: {esc((task.get('error') or '').splitlines()[0] if task.get('error') else '')}")
             lines.append(f"  Duration: {_secs(task.get('duration_s'))}")
         self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
 
@@ -185,6 +192,23 @@ class Renderer:
 
             for line in lines:
                 self.out(escape(line))
+
+    def pools_tasks(self, data: dict[str, Any]) -> None:
+        rows = [[t["task_id"], t["task_type"], t["pool_id"], t["state"], _when(t.get("created_at")),
+                 _secs(t.get("duration_s")), (t.get("summary") or "")[:60]] for t in data["tasks"]]
+        heads = ["Task ID", "Type", "Pool", "Status", "Created", "Duration", "Summary"]
+        if self.fmt == "markdown":
+            print("## Tasks\n\n" + _md_table(heads, rows))
+            return
+        from rich.table import Table
+
+        table = Table(title="Tasks")
+        for h in heads:
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            row[3] = f"{TASK_ICONS.get(row[3], '?')} {row[3]}"
+            table.add_row(*(esc(c) for c in row))
+        self.out(table)
 
     def pools_cancel(self, t: dict[str, Any]) -> None:
         self.text([f"✓ Task cancelled: {t['task_id']}", f"  Status: {t['state']}"])
@@ -219,7 +243,7 @@ class Renderer:
         lines = [f"Pool Manager Health: {h['status'].upper()}", f"Active Pools: {h['active_pools']}", "",
                  "Pool Status:"]
         for p in h["pools"]:
-            why = f" ({p['reason']})" if p.get("reason") else ""
+            why = f" ({esc(p['reason'])})" if p.get("reason") else ""
             lines.append(f"  {icon(p['status'], not md)} {p['pool_id']} ({p['name']}): {p['workers']} workers"
                          f"{why}")
         if not h["pools"]:
@@ -259,7 +283,7 @@ class Renderer:
         for h in ("Name", "Enabled", "Executes code", "Description"):
             table.add_column(h, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(esc(c) for c in row))
         self.out(table)
 
     def render(self, tool: str, data: Any) -> None:

@@ -60,6 +60,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         "pool, worker, times, duration, result, one-line summary and error (with the worker's traceback).",
         s.TaskInput, s.TaskRecord, read_only=True, idempotent=True, positional=("task_id",)),
     ToolSpec(
+        "pools_tasks", "tasks", "List tasks",
+        "Recent tasks, newest first, optionally only one pool's, one state's or one type's. Use it to find "
+        "a task whose execute call you gave up on.",
+        s.TasksInput, s.TaskList, read_only=True, idempotent=True, short={"pool": "-p"}),
+    ToolSpec(
         "pools_cancel", "cancel", "Cancel a task",
         "Stop a task. A queued task is dropped; a running one has its worker killed and replaced. Fails "
         "with code conflict when the task already ended.",

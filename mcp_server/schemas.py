@@ -15,6 +15,7 @@ from pools.models import (
     PoolType,
     StatsReport,
     TaskRecord,
+    TaskState,
 )
 
 POOL_REF = "Pool name or id (pool_<12 hex>)."
@@ -77,6 +78,17 @@ class CancelInput(TaskInput):
     pass
 
 
+class TasksInput(Input):
+    pool: str | None = Field(default=None, description=POOL_REF + " Omit for all pools.")
+    state: TaskState | None = Field(default=None, description="Only tasks in this state.")
+    task_type: str | None = Field(default=None, description="Only tasks of this type.")
+    limit: int = Field(default=20, ge=1, le=1000, description="Most recent first, at most this many.")
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskRecord]
+
+
 class StatsInput(Input):
     by_type: bool = Field(default=False, description="Also group pools and workers by pool type.")
 
@@ -133,5 +145,5 @@ __all__ = [
     "CancelInput", "CloseInput", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
     "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus",
     "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput", "TaskRecord", "TaskTypeInfo",
-    "TaskTypeList", "WatchInput", "WatchSnapshot",
+    "TaskTypeList", "TaskList", "TasksInput", "WatchInput", "WatchSnapshot",
 ]

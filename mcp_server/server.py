@@ -39,6 +39,14 @@ def error_result(code: str, message: str, field: str | None = None) -> CallToolR
                           structured_content=body.model_dump(mode="json"), is_error=True)
 
 
+def _raw_arguments(ctx: Context) -> dict[str, Any]:
+    """The arguments as sent. The SDK drops unknown keys before the tool runs; a typo such as
+    `min_worker` must be an error, not a silently ignored option. (Private attribute: no public one.)"""
+    params = getattr(ctx, "_input_params", None)
+    arguments = getattr(params, "arguments", None)
+    return arguments if isinstance(arguments, dict) else {}
+
+
 def _tool_function(spec: ToolSpec, manager: PoolManager) -> Any:
     handler = HANDLERS[spec.name]
     model = spec.input_model
@@ -52,6 +60,10 @@ def _tool_function(spec: ToolSpec, manager: PoolManager) -> Any:
             except Exception:  # a client that went away must not fail the call's work
                 log.debug("progress notification not delivered", exc_info=True)
 
+        unknown = sorted(set(_raw_arguments(ctx)) - set(model.model_fields))
+        if unknown:
+            return error_result("invalid_input", f"unknown argument(s): {', '.join(unknown)}; this tool takes "
+                                f"{', '.join(model.model_fields) or 'no arguments'}", unknown[0])
         try:
             inp = model.model_validate(kwargs)
         except ValidationError as exc:

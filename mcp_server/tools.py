@@ -77,6 +77,11 @@ async def pools_task(m: PoolManager, inp: s.TaskInput, progress: Progress) -> s.
     return m.get_task(inp.task_id)
 
 
+async def pools_tasks(m: PoolManager, inp: s.TasksInput, progress: Progress) -> s.TaskList:
+    return s.TaskList(tasks=m.list_tasks(pool=inp.pool, state=inp.state, task_type=inp.task_type,
+                                         limit=inp.limit))
+
+
 async def pools_cancel(m: PoolManager, inp: s.CancelInput, progress: Progress) -> s.TaskRecord:
     return await m.cancel(inp.task_id)
 

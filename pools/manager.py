@@ -365,6 +365,14 @@ class PoolManager:
                                f"{self.settings.retention_days:g} days)", field="task_id")
         return self._record_from_row(row)
 
+    def list_tasks(self, pool: str | None = None, state: TaskState | None = None, task_type: str | None = None,
+                   limit: int = 20) -> list[TaskRecord]:
+        """Most recent first. Live tasks come from memory, so their state is current."""
+        pool_id = self.resolve(pool).pool_id if pool else None
+        rows = self.store.recent_tasks(pool_id, limit, state.value if state else None, task_type)
+        return [self._live[r["task_id"]].model_copy() if r["task_id"] in self._live else self._record_from_row(r)
+                for r in rows]
+
     async def cancel(self, task_id: str) -> TaskRecord:
         record = self._live.get(task_id)
         if record is None:

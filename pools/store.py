@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks(pool_id, created_at);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks(created_at);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -194,11 +195,16 @@ class Store:
         return list(self._db.execute(
             "SELECT * FROM tasks WHERE state IN ('queued', 'running') ORDER BY created_at"))
 
-    def recent_tasks(self, pool_id: str | None, limit: int) -> list[sqlite3.Row]:
-        if pool_id:
-            return list(self._db.execute(
-                "SELECT * FROM tasks WHERE pool_id = ? ORDER BY created_at DESC LIMIT ?", (pool_id, limit)))
-        return list(self._db.execute("SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)))
+    def recent_tasks(self, pool_id: str | None, limit: int, state: str | None = None,
+                     task_type: str | None = None) -> list[sqlite3.Row]:
+        where, params = [], []
+        for column, value in (("pool_id", pool_id), ("state", state), ("task_type", task_type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return list(self._db.execute(f"SELECT * FROM tasks {clause}ORDER BY created_at DESC LIMIT ?",
+                                     (*params, limit)))
 
     def prune(self, finished_before: float) -> int:
         cur = self._write("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?", (finished_before,))

@@ -1,0 +1,67 @@
+"""Start `mahavishnu serve` as a real subprocess on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAHAVISHNU_")}
+    env.update({"MAHAVISHNU_HOME": str(home), "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"})
+    env.update(extra)
+    return env
+
+
+def write_settings(home: Path, enabled: tuple[str, ...] = ("analyze", "echo", "python", "shell"),
+                   default_pool: bool = True) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "settings.yaml").write_text(
+        f"enabled_task_types: [{', '.join(enabled)}]\ndefault_pool: {str(default_pool).lower()}\n")
+
+
+@contextmanager
+def running_server(home: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Yields (url, process). Stops the server with SIGTERM and checks it exits."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--port", "0",
+                             "--log-level", "warning", *args],
+                            cwd=ROOT, env=cli_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    stderr: list[str] = []
+    threading.Thread(target=lambda: stderr.extend(proc.stderr or []), daemon=True).start()
+    url = None
+    for line in proc.stdout:  # ends at EOF if the server dies first
+        match = re.search(r"serving MCP at (\S+)", line)
+        if match:
+            url = match.group(1)
+            break
+    if url is None:
+        proc.wait(10)
+        raise AssertionError(f"server did not start (exit {proc.returncode}): {''.join(stderr)[-3000:]}")
+    threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
+    try:
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("server ignored SIGTERM") from None
+
+
+def run_cli(home: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=cli_env(home, **env),
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,156 @@
+"""The SDK's MCP client against a real server subprocess over streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcp_server.registry import TOOLS
+from tests.helpers.server import running_server, write_settings
+from tests.helpers.waiting import started_markers, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("home")
+    write_settings(home)
+    with running_server(home) as (url, _):
+        yield url
+
+
+def data(result: Any) -> Any:
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto", "2026-07-28"])
+async def test_every_tool_over_http_in_each_protocol_mode(server: str, mode: str, tmp_path: Path) -> None:
+    name = f"http-{mode}".replace(".", "-")
+    async with Client(server, mode=mode) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(listed) == {t.name for t in TOOLS}
+        for spec in TOOLS:
+            tool = listed[spec.name]
+            assert tool.output_schema, spec.name
+            assert tool.annotations and tool.annotations.read_only_hint is spec.read_only
+
+        pool = data(await client.call_tool("pools_register", {"name": name, "min_workers": 1, "max_workers": 2}))
+        assert pool["name"] == name and pool["status"] == "running"
+        assert name in [p["name"] for p in data(await client.call_tool("pools_list", {}))["pools"]]
+        assert data(await client.call_tool("pools_list", {"by_type": "kubernetes"}))["pools"] == []
+        assert data(await client.call_tool("pools_get", {"pool": pool["pool_id"]}))["worker_details"]
+
+        src = tmp_path / "x.py"
+        src.write_text("import sys\n")
+        progress: list[tuple[float, float | None, str | None]] = []
+
+        async def on_progress(p: float, total: float | None, message: str | None) -> None:
+            progress.append((p, total, message))
+
+        out = data(await client.call_tool("pools_execute", {"pool": name, "task_type": "analyze",
+                                                            "payload": {"file": str(src)}},
+                                          progress_callback=on_progress))
+        assert out["finished"] and out["task"]["state"] == "completed"
+        assert out["task"]["result"]["issues"][0]["code"] == "UnusedImport"
+        assert progress and progress[-1][0] == 1
+        task = data(await client.call_tool("pools_task", {"task_id": out["task"]["task_id"]}))
+        assert task["summary"] == "Analysis complete: 1 issues found in 1 file(s)"
+
+        stats = data(await client.call_tool("pools_stats", {"by_type": True}))
+        assert stats["by_type"]["mahavishnu"]["pools"] >= 1 and stats["tasks_completed"] >= 1
+        health = data(await client.call_tool("pools_health", {"pool": name}))
+        assert health["status"] == "healthy" and health["pools"][0]["workers"] == 1
+        snap = data(await client.call_tool("pools_watch", {}))
+        assert any(p["name"] == name for p in snap["pools"])
+        scaled = data(await client.call_tool("pools_scale", {"pool": name, "target": 2}))
+        assert scaled["workers"] == 2
+        types = {t["name"]: t for t in data(await client.call_tool("pools_task_types", {}))["task_types"]}
+        assert types["analyze"]["enabled"] and types["prompt"]["executes_code"]
+
+        queued = data(await client.call_tool("pools_execute", {"pool": name, "task_type": "echo",
+                                                               "payload": {"x": 1}, "wait": False}))
+        assert not queued["finished"]
+        closed = data(await client.call_tool("pools_close", {"pool": name}))
+        assert closed["status"] == "stopped"
+
+
+WRONG_INPUTS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("pools_list", {"by_type": "mainframe"}, "", "by_type"),
+    ("pools_get", {"pool": "nope"}, "pool_not_found", "pool"),
+    ("pools_get", {}, "", "pool"),
+    ("pools_register", {"name": "x", "min_workers": 5, "max_workers": 2}, "invalid_input", "min_workers"),
+    ("pools_register", {"name": "bad name!"}, "invalid_input", "name"),
+    ("pools_register", {"name": "sb", "type": "session-buddy"}, "invalid_input", "endpoint"),
+    ("pools_execute", {"task_type": "compute", "payload": {}}, "unknown_task_type", "task_type"),
+    ("pools_execute", {"task_type": "analyze", "payload": {}}, "invalid_input", "payload"),
+    ("pools_execute", {"task_type": "shell", "payload": {"argv": "ls"}}, "invalid_input", "payload.argv"),
+    ("pools_execute", {"task_type": "echo", "timeout": -1}, "", "timeout"),
+    ("pools_execute", {"task_type": "echo", "pool": "ghost"}, "pool_not_found", "pool"),
+    ("pools_task", {"task_id": "task_x"}, "", "task_id"),
+    ("pools_task", {"task_id": "task_" + "0" * 32}, "task_not_found", "task_id"),
+    ("pools_cancel", {"task_id": "task_" + "0" * 32}, "task_not_found", "task_id"),
+    ("pools_tasks", {"state": "sleeping"}, "", "state"),
+    ("pools_tasks", {"pool": "ghost"}, "pool_not_found", "pool"),
+    ("pools_register", {"name": "typo", "min_worker": 2}, "invalid_input", "min_worker"),
+    ("pools_stats", {"by_type": "maybe"}, "", "by_type"),
+    ("pools_health", {"pool": "ghost"}, "pool_not_found", "pool"),
+    ("pools_watch", {"active_only": []}, "", "active_only"),
+    ("pools_close", {"pool": "ghost"}, "pool_not_found", "pool"),
+    ("pools_scale", {"pool": "default", "target": 99}, "invalid_input", "target"),
+    ("pools_task_types", {"extra": 1}, "", "extra"),
+]
+
+
+async def test_wrong_inputs_are_errors_that_name_the_field(server: str) -> None:
+    async with Client(server) as client:
+        for tool, args, code, field in WRONG_INPUTS:
+            result = await client.call_tool(tool, args)
+            assert result.is_error, (tool, args)
+            text = " ".join(getattr(c, "text", "") for c in result.content)
+            if code:  # our own structured error
+                error = result.structured_content["error"]
+                assert error["code"] == code, (tool, error)
+                assert error["field"] == field or field in error["message"], (tool, error)
+            else:  # rejected by the schema before the tool ran
+                assert field in text, (tool, args, text)
+        # every tool was exercised with a wrong input
+        assert {t for t, *_ in WRONG_INPUTS} == {t.name for t in TOOLS}
+
+
+def test_health_endpoints(server: str) -> None:
+    base = server.removesuffix("/mcp")
+    for path in ("/health", "/healthz"):
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "ok"
+
+
+async def test_execute_is_detached_from_the_call(server: str, tmp_path: Path) -> None:
+    """Cancelling the MCP call leaves the task running; its result is readable later."""
+    import anyio
+
+    gate = tmp_path / "gate"
+    args = {"task_type": "python", "pool": "default",
+            "payload": {"target": "tests.helpers.tasks:wait_for_file", "args": [str(gate)]}}
+    async with Client(server) as client, Client(server) as observer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "pools_execute", args)
+            await wait_until(lambda: len(started_markers(gate)) == 1, what="the task to start")
+            running = data(await observer.call_tool("pools_tasks", {"state": "running", "task_type": "python"}))
+            (task,) = [t for t in running["tasks"] if t["payload"]["args"] == [str(gate)]]
+            tg.cancel_scope.cancel()  # the agent gives up on the call
+        still = data(await observer.call_tool("pools_task", {"task_id": task["task_id"]}))
+        assert still["state"] == "running"
+        gate.touch()
+        for _ in range(1000):
+            done = data(await observer.call_tool("pools_task", {"task_id": task["task_id"]}))
+            if done["state"] != "running":
+                break
+            await anyio.sleep(0.02)
+        assert done["state"] == "completed" and done["result"]["value"]["end"] >= done["result"]["value"]["start"]
