@@ -125,13 +125,31 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
     return ToolResult(bool(result.is_error), result.structured_content, text)
 
 
+def _http_status(target: Target) -> int | None:
+    """The HTTP status a plain POST gets: tells a refused token apart from a dead server."""
+    import urllib.error
+    import urllib.request
+
+    assert target.url is not None
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    request = urllib.request.Request(target.url, data=b"{}", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
 def unreachable_message(target: Target, exc: BaseException) -> str:
     leaves: list[BaseException] = [exc]
     while isinstance(leaves[0], BaseExceptionGroup) and leaves[0].exceptions:
         leaves = list(leaves[0].exceptions)
     detail = f"{type(leaves[0]).__name__}: {leaves[0]}".strip(": ")
-    if "401" in detail:
-        return f"the server at {target.url} refused the token (401); pass --token or set MAHAVISHNU_TOKEN"
+    if _http_status(target) == 401:
+        told = "the token given was refused" if target.token else "it needs a token"
+        return f"the server at {target.url} answered 401: {told}; pass --token or set MAHAVISHNU_TOKEN"
     hint = ("start one with `mahavishnu serve`, or unset MAHAVISHNU_URL to use the embedded server"
             if target.mode == "url" else "its server.json is stale; restart it with `mahavishnu serve`")
     return f"cannot reach the server at {target.url} ({detail}); {hint}"

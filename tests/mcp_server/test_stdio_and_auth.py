@@ -1,0 +1,57 @@
+"""stdio transport, the token rule, and bearer-token checking on a real server."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.helpers.server import ROOT, cli_env, run_cli, running_server, write_settings
+
+
+async def test_stdio_server_serves_every_tool(home: Path, tmp_path: Path) -> None:
+    write_settings(home)
+    params = StdioServerParameters(command=sys.executable, args=[str(ROOT / "cli.py"), "serve", "--stdio"],
+                                   env=cli_env(home), cwd=str(ROOT))
+    src = tmp_path / "s.py"
+    src.write_text("x = 1\n")
+    async with Client(params) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "pools_execute" in names and "pools_list" in names
+        out = await client.call_tool("pools_execute", {"task_type": "analyze", "payload": {"file": str(src)}})
+        assert not out.is_error and out.structured_content["task"]["state"] == "completed"
+        bad = await client.call_tool("pools_execute", {"task_type": "nope"})
+        assert bad.is_error and bad.structured_content["error"]["code"] == "unknown_task_type"
+
+
+def test_non_loopback_bind_without_token_is_refused(home: Path) -> None:
+    result = run_cli(home, "serve", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in result.stderr
+    assert not (home / "server.json").exists()
+
+
+async def test_token_is_required_when_set(home: Path) -> None:
+    write_settings(home)
+    with running_server(home, "--token", "s3cret") as (url, _):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=10)
+        assert info.value.code == 401
+        # health stays public for load balancers and probes
+        with urllib.request.urlopen(url.removesuffix("/mcp") + "/health", timeout=10) as r:
+            assert r.status == 200
+        async with httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"}) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                listed = await client.call_tool("pools_list", {})
+                assert not listed.is_error
+        # the CLI finds the token in server.json for a server on its own state directory
+        result = run_cli(home, "pools", "list", "-f", "json")
+        assert result.returncode == 0, result.stderr
+        wrong = run_cli(home, "pools", "list", "--url", url, "--token", "nope")
+        assert wrong.returncode == 3 and "answered 401: the token given was refused" in wrong.stderr

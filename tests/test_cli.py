@@ -1,0 +1,117 @@
+"""The `mahavishnu` CLI as a subprocess, in its three connection modes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.server import run_cli, running_server, write_settings
+
+
+def test_embedded_mode_runs_a_real_job_with_nothing_started(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "test.py"
+    src.write_text("import os\n\nprint(undefined)\n")
+    result = run_cli(home, "pools", "execute", "--task-type", "analyze", "--payload", json.dumps({"file": str(src)}))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"✓ Routed to pool: pool_[0-9a-f]{12} \(default\)", result.stdout)
+    assert "✓ Task completed" in result.stdout
+    assert "Output: Analysis complete: 2 issues found in 1 file(s)" in result.stdout
+    # the result is in the store: a second process reads it back
+    task_id = re.search(r"Task: (task_[0-9a-f]{32})", result.stdout).group(1)  # type: ignore[union-attr]
+    shown = run_cli(home, "pools", "task", task_id, "--format", "json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["result"]["count"] == 2
+
+
+def test_exit_codes_and_messages(home: Path, tmp_path: Path) -> None:
+    write_settings(home)
+    missing = run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"file": "/nonexistent/x.py"}')
+    assert missing.returncode == 1 and "✗ Task failed" in missing.stdout
+    assert "no such file or directory on the worker" in missing.stdout
+    bad_json = run_cli(home, "pools", "execute", "-t", "analyze", "--payload", "{nope")
+    assert bad_json.returncode == 2 and "--payload is not valid JSON" in bad_json.stderr
+    bad_range = run_cli(home, "pools", "register", "-n", "x", "-m", "5", "-w", "2")
+    assert bad_range.returncode == 2 and "min_workers (5) is larger than max_workers (2)" in bad_range.stderr
+    no_pool = run_cli(home, "pools", "get", "ghost")
+    assert no_pool.returncode == 2 and "`mahavishnu pools list` shows the pools" in no_pool.stderr
+    unknown = run_cli(home, "pools", "execute", "-t", "compute", "--payload", "{}")
+    assert unknown.returncode == 2 and "available: analyze, echo, prompt, python, shell" in unknown.stderr
+    no_wait = run_cli(home, "pools", "execute", "-t", "echo", "--payload", "{}", "--no-wait")
+    assert no_wait.returncode == 2 and "--no-wait needs a running server" in no_wait.stderr
+    watch = run_cli(home, "pools", "watch")
+    assert watch.returncode == 2 and "needs a running server" in watch.stderr
+    unreachable = run_cli(home, "pools", "list", "--url", "http://127.0.0.1:9/mcp")
+    assert unreachable.returncode == 3 and "cannot reach the server at http://127.0.0.1:9/mcp" in unreachable.stderr
+    usage = run_cli(home, "pools", "list", "--no-such-option")
+    assert usage.returncode == 2
+
+
+def test_seed_outputs_in_each_format(home: Path) -> None:
+    write_settings(home)
+    reg = run_cli(home, "pools", "register", "--name", "local-pool", "--type", "mahavishnu",
+                  "--min-workers", "2", "--max-workers", "5")
+    assert reg.returncode == 0, reg.stderr
+    assert "✓ Registered pool: pool_" in reg.stdout and "Workers: 2 (2-5)" in reg.stdout
+    table = run_cli(home, "pools", "list")
+    assert "Active Pools" in table.stdout and "local-pool" in table.stdout and "2-5" in table.stdout
+    assert "●" in table.stdout
+    listed = json.loads(run_cli(home, "pools", "list", "--format", "json").stdout)
+    pool = next(p for p in listed["pools"] if p["name"] == "local-pool")
+    assert {"pool_id", "name", "pool_type", "status", "workers", "min_workers", "max_workers"} <= set(pool)
+    md = run_cli(home, "pools", "list", "--format", "markdown").stdout
+    assert md.startswith("## Active Pools") and "| Pool ID | Name | Type | Status | Workers | Region |" in md
+    got = run_cli(home, "pools", "get", "local-pool").stdout
+    for line in ("Name: local-pool", "Type: mahavishnu", "Status: ● RUNNING", "Workers: 2 (2-5)",
+                 "Region: default", "Metrics:", "Tasks Completed: 0", "Memory Usage:"):
+        assert line in got, got
+    stats = run_cli(home, "pools", "stats", "--by-type").stdout
+    assert "Pool Statistics" in stats and "mahavishnu_pools" in stats and "mahavishnu_workers" in stats
+    health = run_cli(home, "pools", "health", "--all").stdout
+    assert "Pool Manager Health: HEALTHY" in health and "Pool Status:" in health
+    closed = run_cli(home, "pools", "close", "local-pool")
+    assert closed.returncode == 0 and "✓ Pool closed" in closed.stdout
+
+
+def test_running_server_and_url_modes(home: Path, tmp_path: Path) -> None:
+    write_settings(home)
+    gate = tmp_path / "gate"
+    with running_server(home) as (url, _):
+        # found through server.json
+        reg = run_cli(home, "pools", "register", "-n", "served", "-m", "1", "-w", "2")
+        assert reg.returncode == 0, reg.stderr
+        queued = run_cli(home, "pools", "execute", "-p", "served", "-t", "python", "--no-wait", "-f", "json",
+                         "--payload", json.dumps({"target": "tests.helpers.tasks:wait_for_file",
+                                                  "args": [str(gate)]}))
+        assert queued.returncode == 0, queued.stderr
+        task_id = json.loads(queued.stdout)["task"]["task_id"]
+        # the task outlives the command that started it; --url reaches the same server
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        status = run_cli(other, "pools", "task", task_id, "--url", url)
+        assert status.returncode == 0 and f"Task: {task_id}" in status.stdout
+        cancelled = run_cli(other, "pools", "cancel", task_id, "--url", url)
+        assert cancelled.returncode == 0 and "✓ Task cancelled" in cancelled.stdout
+        again = json.loads(run_cli(home, "pools", "task", task_id, "-f", "json").stdout)
+        assert again["state"] == "cancelled"
+        scaled = run_cli(home, "pools", "scale", "served", "--target", "2")
+        assert scaled.returncode == 0 and "2 workers" in scaled.stdout
+        progress = run_cli(home, "pools", "execute", "-p", "served", "-t", "echo", "--payload", '{"a": 1}',
+                           "--format", "progress")
+        assert progress.returncode == 0 and "100%" in progress.stdout and "✓ Task completed" in progress.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["pools", "--help"], ["pools", "execute", "--help"]])
+def test_help_does_not_import_the_mcp_sdk(argv: list[str], home: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers.server import ROOT, cli_env
+
+    code = ("import sys, cli\n"
+            f"try:\n    cli.app({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print('MCP-LOADED' if 'mcp' in sys.modules else 'MCP-FREE')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(home), capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip().endswith("MCP-FREE"), out.stdout[-500:] + out.stderr
