@@ -271,6 +271,9 @@ class Renderer:
         else:
             self.out(self.watch_table(snap))
 
+    def pools_ping(self, data: dict[str, Any]) -> None:
+        self.text([f"✓ Server answered (version {data['version']})"])
+
     def pools_task_types(self, data: dict[str, Any]) -> None:
         rows = [[t["name"], "yes" if t["enabled"] else "no", "yes" if t.get("executes_code") else "no",
                  t.get("description") or t.get("error") or ""] for t in data["task_types"]]

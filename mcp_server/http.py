@@ -48,13 +48,13 @@ async def serve_http(settings: Settings, opts: HttpOptions) -> None:
     await manager.start()
     server = build_server(manager, log_level=opts.log_level.upper())  # type: ignore[arg-type]
 
-    @server.custom_route("/health", methods=["GET"])
+    @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
     async def health(request: Request) -> Response:
         report = manager.health()
         return JSONResponse({"status": "ok", "pools": report.status, "active_pools": report.active_pools,
                              "version": __version__})
 
-    @server.custom_route("/healthz", methods=["GET"])
+    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 

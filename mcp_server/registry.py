@@ -95,6 +95,10 @@ TOOLS: tuple[ToolSpec, ...] = (
         "and the call returns once they are ready.",
         s.ScaleInput, s.PoolInfo, read_only=False, idempotent=True, positional=("pool",)),
     ToolSpec(
+        "pools_ping", "ping", "Ping the server",
+        "Answer at once with the server's version and clock: a reachability check that touches no pool.",
+        s.EmptyInput, s.Pong, read_only=True, idempotent=True),
+    ToolSpec(
         "pools_task_types", "task-types", "List task types",
         "Every task type this server knows, whether it is enabled, whether it executes code, what it does "
         "and its payload's JSON schema.",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pools.models import (
     HealthReport,
+    Model,
     PoolConfig,
     PoolInfo,
     PoolStatus,
@@ -22,8 +23,8 @@ POOL_REF = "Pool name or id (pool_<12 hex>)."
 TASK_REF = "Task id (task_<32 hex>), as returned by execute."
 
 
-class Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Input(Model):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ListInput(Input):
@@ -62,7 +63,7 @@ class ExecuteInput(Input):
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts when a worker dies mid-task.")
 
 
-class ExecuteOutput(BaseModel):
+class ExecuteOutput(Model):
     task: TaskRecord
     pool_id: str
     pool_name: str
@@ -85,7 +86,7 @@ class TasksInput(Input):
     limit: int = Field(default=20, ge=1, le=1000, description="Most recent first, at most this many.")
 
 
-class TaskList(BaseModel):
+class TaskList(Model):
     tasks: list[TaskRecord]
 
 
@@ -106,17 +107,23 @@ class EmptyInput(Input):
     pass
 
 
-class PoolList(BaseModel):
+class Pong(Model):
+    ok: bool = True
+    version: str
+    server_time: float = Field(description="Server clock, seconds since the epoch.")
+
+
+class PoolList(Model):
     pools: list[PoolInfo]
 
 
-class WatchSnapshot(BaseModel):
+class WatchSnapshot(Model):
     pools: list[PoolInfo]
     active: int
     stats: StatsReport
 
 
-class TaskTypeInfo(BaseModel):
+class TaskTypeInfo(Model):
     name: str
     enabled: bool
     executes_code: bool = False
@@ -125,17 +132,17 @@ class TaskTypeInfo(BaseModel):
     error: str | None = None
 
 
-class TaskTypeList(BaseModel):
+class TaskTypeList(Model):
     task_types: list[TaskTypeInfo]
 
 
-class ErrorInfo(BaseModel):
+class ErrorInfo(Model):
     code: str = Field(description="Stable kind: invalid_input, pool_not_found, task_not_found, conflict, ...")
     message: str
     field: str | None = None
 
 
-class ErrorOutput(BaseModel):
+class ErrorOutput(Model):
     error: ErrorInfo
 
 
@@ -143,7 +150,7 @@ Format = Literal["table", "json", "markdown", "progress"]
 
 __all__ = [
     "CancelInput", "CloseInput", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
-    "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus",
+    "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus", "Pong",
     "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput", "TaskRecord", "TaskTypeInfo",
     "TaskTypeList", "TaskList", "TasksInput", "WatchInput", "WatchSnapshot",
 ]

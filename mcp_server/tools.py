@@ -111,6 +111,12 @@ async def pools_scale(m: PoolManager, inp: s.ScaleInput, progress: Progress) -> 
     return await m.scale_pool(inp.pool, inp.target)
 
 
+async def pools_ping(m: PoolManager, inp: s.EmptyInput, progress: Progress) -> s.Pong:
+    from mcp_server import __version__
+
+    return s.Pong(version=__version__, server_time=time.time())
+
+
 async def pools_task_types(m: PoolManager, inp: s.EmptyInput, progress: Progress) -> s.TaskTypeList:
     return s.TaskTypeList(task_types=[s.TaskTypeInfo.model_validate(t) for t in m.task_types.describe()])
 

@@ -90,7 +90,7 @@ class PoolManager:
         await asyncio.to_thread(self._lock.acquire)
         loop = asyncio.get_running_loop()
         try:
-            self._store = Store(self.settings.db_path, schedule=lambda fn: loop.call_soon(fn))
+            self._store = Store(self.settings.db_path, schedule=loop.call_soon)
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             for row in self.store.open_pools():
                 config = PoolConfig.model_validate_json(row["config"])
@@ -340,9 +340,10 @@ class PoolManager:
         future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, []).append(future)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            return self.get_task(task_id)
+            # asyncio.wait neither cancels the future nor wraps it in a task: cheap, and a
+            # caller that gives up leaves the task itself untouched.
+            done, _ = await asyncio.wait((future,), timeout=timeout)
+            return future.result() if done else self.get_task(task_id)
         finally:
             waiters = self._waiters.get(task_id)
             if waiters and future in waiters:
@@ -390,7 +391,7 @@ class PoolManager:
         return TaskRecord(
             task_id=row["task_id"], pool_id=row["pool_id"], task_type=row["task_type"],
             payload=json.loads(row["payload"]), state=TaskState(row["state"]), worker_id=row["worker_id"],
-            created_at=_dt(row["created_at"]), started_at=_dt(row["started_at"]),
+            created_at=_dt(row["created_at"]) or _now(), started_at=_dt(row["started_at"]),
             finished_at=_dt(row["finished_at"]), duration_s=row["duration"],
             result=json.loads(row["result"]) if row["result"] is not None else None, summary=row["summary"],
             error=row["error"], timeout=row["timeout"], attempts=row["attempts"], retries=row["retries"])

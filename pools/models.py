@@ -9,6 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+
+class Model(BaseModel):
+    # Schemas are built on first use, not at import: keeps `mahavishnu --help` fast.
+    model_config = ConfigDict(defer_build=True)
+
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -64,13 +70,15 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 }
 
 
-class PoolConfig(BaseModel):
+class PoolConfig(Model):
     """What `register` takes. Defaults follow the user documentation."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(description="Unique pool name: letters, digits, '.', '_' or '-', at most 63 characters.")
-    type: PoolType = Field(default=PoolType.MAHAVISHNU, description="Pool type: mahavishnu (local worker processes), session-buddy (a remote MCP peer) or kubernetes.")
+    type: PoolType = Field(
+        default=PoolType.MAHAVISHNU,
+        description="Pool type: mahavishnu (local worker processes), session-buddy (a remote MCP peer) or kubernetes.")
     min_workers: int = Field(default=1, ge=0, le=1000, description="Workers kept up when idle.")
     max_workers: int = Field(default=10, ge=1, le=1000, description="Upper bound the pool scales to.")
     worker_type: str = Field(default="terminal-qwen", description="AI CLI the `prompt` task type runs.")
@@ -102,7 +110,7 @@ class PoolConfig(BaseModel):
         return self
 
 
-class WorkerInfo(BaseModel):
+class WorkerInfo(Model):
     worker_id: str
     pid: int | None = None
     state: str = Field(description="idle, busy, starting or stopping")
@@ -112,7 +120,7 @@ class WorkerInfo(BaseModel):
     cpu_percent: float | None = None
 
 
-class PoolMetrics(BaseModel):
+class PoolMetrics(Model):
     tasks_completed: int = 0
     tasks_failed: int = 0
     tasks_cancelled: int = 0
@@ -124,7 +132,7 @@ class PoolMetrics(BaseModel):
     in_flight: int = 0
 
 
-class PoolInfo(BaseModel):
+class PoolInfo(Model):
     pool_id: str
     name: str
     pool_type: PoolType
@@ -148,15 +156,15 @@ class PoolInfo(BaseModel):
         return max(self.workers, 1)
 
 
-class TaskOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TaskOptions(Model):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600, description="Seconds the task may run.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a worker crash.")
     affinity_key: str | None = Field(default=None, description="Tasks with the same key prefer one pool.")
 
 
-class TaskRecord(BaseModel):
+class TaskRecord(Model):
     task_id: str
     pool_id: str
     task_type: str
@@ -175,7 +183,7 @@ class TaskRecord(BaseModel):
     retries: int = 0
 
 
-class PoolHealth(BaseModel):
+class PoolHealth(Model):
     pool_id: str
     name: str
     pool_type: PoolType
@@ -186,18 +194,18 @@ class PoolHealth(BaseModel):
     reason: str | None = None
 
 
-class HealthReport(BaseModel):
+class HealthReport(Model):
     status: str = Field(description="healthy, degraded (some pools unhealthy) or unhealthy (none healthy)")
     active_pools: int
     pools: list[PoolHealth]
 
 
-class TypeStats(BaseModel):
+class TypeStats(Model):
     pools: int = 0
     workers: int = 0
 
 
-class StatsReport(BaseModel):
+class StatsReport(Model):
     total_pools: int
     active_pools: int
     degraded_pools: int

@@ -73,8 +73,11 @@ class Settings(BaseModel):
             if not isinstance(loaded, dict):
                 raise InvalidInput(f"{path} must hold a mapping of setting names to values")
             data.update(loaded)
-        enabled = list(data.get("enabled_task_types") or cls.model_fields["enabled_task_types"].get_default(
-            call_default_factory=True))
+        listed = data.get("enabled_task_types")
+        if listed is not None and not isinstance(listed, list):
+            raise InvalidInput(f"enabled_task_types in {path} must be a list of task type names",
+                               field="enabled_task_types")
+        enabled: list[str] = list(listed) if listed is not None else ["analyze", "echo"]
         extra = os.environ.get("MAHAVISHNU_ENABLE_TASK_TYPES", "")
         enabled += [t.strip() for t in extra.split(",") if t.strip() and t.strip() not in enabled]
         data["enabled_task_types"] = enabled

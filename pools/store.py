@@ -86,7 +86,7 @@ def _ts(value: Any) -> float | None:
 
 
 class Store:
-    def __init__(self, path: Path, schedule: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(self, path: Path, schedule: Callable[[Callable[[], None]], object] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)

@@ -52,7 +52,7 @@ def _lint(code: str, filename: str) -> list[dict[str, Any]]:
 
     issues: list[dict[str, Any]] = []
 
-    class Collector(reporter.Reporter):
+    class Collector(reporter.Reporter):  # type: ignore[misc]  # pyflakes ships no types
         def __init__(self) -> None:
             pass
 

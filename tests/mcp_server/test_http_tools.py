@@ -70,6 +70,7 @@ async def test_every_tool_over_http_in_each_protocol_mode(server: str, mode: str
         assert any(p["name"] == name for p in snap["pools"])
         scaled = data(await client.call_tool("pools_scale", {"pool": name, "target": 2}))
         assert scaled["workers"] == 2
+        assert data(await client.call_tool("pools_ping", {}))["ok"] is True
         types = {t["name"]: t for t in data(await client.call_tool("pools_task_types", {}))["task_types"]}
         assert types["analyze"]["enabled"] and types["prompt"]["executes_code"]
 
@@ -103,7 +104,8 @@ WRONG_INPUTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("pools_watch", {"active_only": []}, "", "active_only"),
     ("pools_close", {"pool": "ghost"}, "pool_not_found", "pool"),
     ("pools_scale", {"pool": "default", "target": 99}, "invalid_input", "target"),
-    ("pools_task_types", {"extra": 1}, "", "extra"),
+    ("pools_task_types", {"extra": 1}, "invalid_input", "extra"),
+    ("pools_ping", {"x": 1}, "invalid_input", "x"),
 ]
 
 

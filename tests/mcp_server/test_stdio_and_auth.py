@@ -46,10 +46,10 @@ async def test_token_is_required_when_set(home: Path) -> None:
         # health stays public for load balancers and probes
         with urllib.request.urlopen(url.removesuffix("/mcp") + "/health", timeout=10) as r:
             assert r.status == 200
-        async with httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"}) as http:
-            async with Client(streamable_http_client(url, http_client=http)) as client:
-                listed = await client.call_tool("pools_list", {})
-                assert not listed.is_error
+        http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"})
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            listed = await client.call_tool("pools_list", {})
+            assert not listed.is_error
         # the CLI finds the token in server.json for a server on its own state directory
         result = run_cli(home, "pools", "list", "-f", "json")
         assert result.returncode == 0, result.stderr

@@ -1,0 +1,92 @@
+"""What MCP costs: execute of the trivial task vs a bare ping tool on the same HTTP server,
+and the CLI's cold start vs a bare `import mcp`, in the same run.
+
+    python bench/mcp_overhead.py [--calls 400] [--cold-runs 7]
+
+Targets (issue 3): execute adds <= 1 ms at p50 over ping; `mahavishnu pools list`
+<= 1.3x `python -c "import mcp"`; `mahavishnu --help` < 0.3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import ROOT
+
+sys.path.insert(0, str(ROOT))
+from tests.helpers.server import cli_env, running_server  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def round_trips(url: str, calls: int) -> tuple[list[float], list[float]]:
+    from mcp import Client
+
+    ping, execute = [], []
+    async with Client(url) as client:
+        for _ in range(30):  # warm both paths
+            await client.call_tool("pools_ping", {})
+            await client.call_tool("pools_execute", {"task_type": "echo", "payload": {}})
+        for _ in range(calls):  # interleaved, so drift hits both alike
+            t = time.perf_counter()
+            r = await client.call_tool("pools_ping", {})
+            ping.append((time.perf_counter() - t) * 1000)
+            assert not r.is_error
+            t = time.perf_counter()
+            r = await client.call_tool("pools_execute", {"task_type": "echo", "payload": {"i": 1}})
+            execute.append((time.perf_counter() - t) * 1000)
+            assert not r.is_error and r.structured_content["task"]["state"] == "completed"
+    return ping, execute
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--cold-runs", type=int, default=7)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    env = cli_env(home)
+    mahavishnu = [sys.executable, str(ROOT / "cli.py")]
+    with running_server(home) as (url, _):
+        ping, execute = asyncio.run(round_trips(url, args.calls))
+        print(f"MCP over HTTP on 127.0.0.1, {args.calls} calls each (ms)")
+        for name, xs in (("bare ping tool", ping), ("execute echo task", execute)):
+            print(f"  {name:<22} p50 {statistics.median(xs):6.2f}   p99 {pct(xs, 0.99):6.2f}")
+        added = statistics.median(execute) - statistics.median(ping)
+        print(f"  execute adds {added:.2f} ms at p50 over ping "
+              f"(ratio {statistics.median(execute) / statistics.median(ping):.2f}x); target <= 1 ms: "
+              f"{'met' if added <= 1 else 'NOT met'}")
+        cold_import, cold_list, cold_help = [], [], []
+        timed(mahavishnu + ["pools", "list"], env)  # first run writes nothing we reuse; warm the page cache
+        for _ in range(args.cold_runs):
+            cold_import.append(timed([sys.executable, "-c", "import mcp"], env))
+            cold_list.append(timed(mahavishnu + ["pools", "list"], env))
+            cold_help.append(timed(mahavishnu + ["--help"], env))
+    mi, ml, mh = statistics.median(cold_import), statistics.median(cold_list), statistics.median(cold_help)
+    print(f"Cold start, median of {args.cold_runs} (s)")
+    print(f"  python -c 'import mcp'        {mi:.3f}")
+    print(f"  mahavishnu pools list         {ml:.3f}   ratio {ml / mi:.2f}x; target <= 1.3x: "
+          f"{'met' if ml / mi <= 1.3 else 'NOT met'}")
+    print(f"  mahavishnu --help             {mh:.3f}   target < 0.3 s: {'met' if mh < 0.3 else 'NOT met'}")
+    print(f"  (cpu count {os.cpu_count()})")
+
+
+if __name__ == "__main__":
+    main()

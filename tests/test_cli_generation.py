@@ -1,0 +1,83 @@
+"""The CLI is generated from the tool registry and matches the user documentation."""
+
+from __future__ import annotations
+
+import pytest
+import typer.main
+from typer.core import TyperArgument, TyperGroup, TyperOption
+
+import cli
+from mcp_server.registry import TOOLS
+
+SEED_OPTIONS: dict[str, set[str]] = {
+    # from shared/seed/distributed-pool-cli.md, short forms included
+    "list": {"--active-only", "--by-type", "--format", "-f"},
+    "get": {"--format", "-f"},
+    "register": {"--name", "-n", "--type", "-t", "--endpoint", "--max-workers", "-w", "--min-workers", "-m",
+                 "--worker-type", "--region", "-r", "--namespace", "--container-image"},
+    "execute": {"--task-type", "-t", "--payload", "--pool", "-p", "--timeout", "-T", "--format", "-f"},
+    "health": {"--pool", "-p", "--all", "-a", "--format", "-f"},
+    "watch": {"--refresh", "-r"},
+    "task": {"--format", "-f"},
+    "cancel": set(),
+    "stats": {"--by-type", "--format", "-f"},
+    "scale": {"--target"},
+}
+SEED_ARGUMENTS = {"get": ["pool"], "task": ["task_id"], "cancel": ["task_id"], "close": ["pool"],
+                  "scale": ["pool"]}
+
+
+@pytest.fixture(scope="module")
+def group() -> TyperGroup:
+    root = typer.main.get_command(cli.app)
+    assert isinstance(root, TyperGroup)
+    pools = root.commands["pools"]
+    assert isinstance(pools, TyperGroup)
+    return pools
+
+
+def option_names(command: typer.main.TyperCommand) -> set[str]:
+    names: set[str] = set()
+    for p in command.params:
+        if isinstance(p, TyperOption):
+            names.update(p.opts)
+            names.update(p.secondary_opts)
+    return names
+
+
+def test_every_tool_has_a_command_and_nothing_else_does(group: TyperGroup) -> None:
+    assert set(group.commands) == {t.command for t in TOOLS}
+
+
+@pytest.mark.parametrize("spec", TOOLS, ids=[t.command for t in TOOLS])
+def test_options_are_the_input_model(group: TyperGroup, spec: cli.ToolSpec) -> None:
+    command = group.commands[spec.command]
+    params = {p.name for p in command.params}
+    assert params - cli.COMMON == set(spec.input_model.model_fields)
+    for p in command.params:
+        if p.name in spec.input_model.model_fields:
+            info = spec.input_model.model_fields[p.name]
+            assert p.required == info.is_required() or p.name in spec.positional, p.name
+            if isinstance(p, TyperOption):
+                assert (info.description or "") in (p.help or ""), p.name
+    assert [p.name for p in command.params if isinstance(p, TyperArgument)] == list(spec.positional)
+
+
+@pytest.mark.parametrize("command", sorted(SEED_OPTIONS))
+def test_seed_options_exist_exactly(group: TyperGroup, command: str) -> None:
+    names = option_names(group.commands[command])
+    missing = SEED_OPTIONS[command] - names
+    assert not missing, f"`pools {command}` lacks {missing}"
+    arguments = [p.name for p in group.commands[command].params if isinstance(p, TyperArgument)]
+    assert arguments == SEED_ARGUMENTS.get(command, [])
+
+
+def test_seed_defaults(group: TyperGroup) -> None:
+    register = {p.name: p.default for p in group.commands["register"].params}
+    assert register["max_workers"] == 10 and register["min_workers"] == 1
+    assert register["worker_type"] == "terminal-qwen" and register["region"] == "default"
+    assert register["namespace"] == "mahavishnu" and register["container_image"] == "python:3.13-slim"
+    execute = {p.name: p.default for p in group.commands["execute"].params}
+    assert execute["timeout"] == 300
+    watch = {p.name: p.default for p in group.commands["watch"].params}
+    assert watch["refresh"] == 1.0
