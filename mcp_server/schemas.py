@@ -24,7 +24,7 @@ TASK_REF = "Task id (task_<32 hex>), as returned by execute."
 
 
 class Input(Model):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ListInput(Input):

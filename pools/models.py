@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Model(BaseModel):
-    # Schemas are built on first use, not at import: keeps `mahavishnu --help` fast.
-    model_config = ConfigDict(defer_build=True)
+    """Base of every model here. (Not defer_build: model_construct + model_copy on a
+    never-built deferred model fails to serialize in pydantic 2.13.)"""
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -73,7 +73,7 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 class PoolConfig(Model):
     """What `register` takes. Defaults follow the user documentation."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Unique pool name: letters, digits, '.', '_' or '-', at most 63 characters.")
     type: PoolType = Field(
@@ -157,7 +157,7 @@ class PoolInfo(Model):
 
 
 class TaskOptions(Model):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid")
 
     timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600, description="Seconds the task may run.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a worker crash.")
