@@ -55,3 +55,21 @@ async def test_token_is_required_when_set(home: Path) -> None:
         assert result.returncode == 0, result.stderr
         wrong = run_cli(home, "pools", "list", "--url", url, "--token", "nope")
         assert wrong.returncode == 3 and "answered 401: the token given was refused" in wrong.stderr
+
+
+def test_tls_with_certificate_and_key(home: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    assert shutil.which("openssl"), "openssl is needed to make a test certificate"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    write_settings(home)
+    with running_server(home, "--certfile", str(cert), "--keyfile", str(key)) as (url, _):
+        assert url.startswith("https://127.0.0.1:")
+        ok = run_cli(home, "pools", "list", "--url", url, "-f", "json", MAHAVISHNU_CA_CERT=str(cert))
+        assert ok.returncode == 0, ok.stderr
+        untrusted = run_cli(home, "pools", "list", "--url", url)
+        assert untrusted.returncode == 3 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr.upper().replace(" ", "_")
