@@ -337,6 +337,8 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
         typer.echo(f"Error: {error.get('message') or result.text}", err=True)
         return EXIT_USAGE if code in USAGE_ERRORS else EXIT_FAILED
     renderer.render(spec.name, result.data)
+    if spec.name == "pools_distribute":
+        return EXIT_OK if result.data["failed"] == 0 else EXIT_FAILED
     if spec.name == "pools_execute":
         task = result.data["task"]
         if result.data["finished"]:
@@ -352,7 +354,7 @@ def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_tim
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                   TimeRemainingColumn(), transient=False) as bar:
-        handle = bar.add_task(f"{args.get('task_type', spec.command)}", total=1)
+        handle = bar.add_task(f"{args.get('task_type', spec.command)}", total=None)
 
         async def on_progress(done: float, total: float | None, message: str | None) -> None:
             bar.update(handle, completed=done, total=total or 1,
@@ -362,20 +364,27 @@ def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_tim
 
 
 def watch(target: Target, args: dict[str, Any], renderer: Any, refresh: float) -> int:
+    """A live table on a terminal; elsewhere (a pipe, a log) one table per refresh."""
     import asyncio
 
     from rich.live import Live
 
+    async def snapshot() -> Any:
+        snap = await call_tool(target, "pools_watch", args)
+        if snap.is_error:
+            raise CliError(snap.text, EXIT_FAILED)
+        return renderer.watch_table(snap.data)
+
     async def loop() -> None:
-        first = await call_tool(target, "pools_watch", args)
-        if first.is_error:
-            raise CliError(first.text, EXIT_FAILED)
-        with Live(renderer.watch_table(first.data), console=renderer.console, refresh_per_second=8) as live:
+        if not renderer.console.is_terminal:
+            while True:
+                renderer.out(await snapshot())
+                renderer.console.file.flush()
+                await asyncio.sleep(refresh)
+        with Live(await snapshot(), console=renderer.console, refresh_per_second=8) as live:
             while True:
                 await asyncio.sleep(refresh)
-                snap = await call_tool(target, "pools_watch", args)
-                if not snap.is_error:
-                    live.update(renderer.watch_table(snap.data))
+                live.update(await snapshot())
 
     try:
         asyncio.run(loop())

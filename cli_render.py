@@ -157,6 +157,8 @@ class Renderer:
         task = data["task"]
         state = task["state"]
         lines = [f"✓ Routed to pool: {data['pool_id']} ({data['pool_name']})"]
+        if data.get("routing"):
+            lines.append(f"  Routing: {data['routing']['strategy']}: {esc(data['routing']['reason'])}")
         if not data["finished"]:
             lines += [f"○ Task {task['task_id']} {state}", f"  {esc(data['message'])}"]
         else:
@@ -169,6 +171,39 @@ class Renderer:
             else:
                 lines.append(f"  Error: {esc((task.get('error') or '').splitlines()[0] if task.get('error') else '')}")
             lines.append(f"  Duration: {_secs(task.get('duration_s'))}")
+        self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
+
+    def pools_distribute(self, d: dict[str, Any]) -> None:
+        ok = d["failed"] == 0
+        lines = [f"Distributing task across {len(d['pools'])} pools...", f"  Strategy: {d['strategy']}",
+                 f"{'✓' if ok else '✗'} Distribution {'completed' if ok else 'finished with failures'}",
+                 f"  Total: {d['total']}", f"  Successful: {d['successful']}", f"  Failed: {d['failed']}"]
+        if d.get("retried"):
+            lines.append(f"  Retried on another pool: {d['retried']}")
+        lines.append(f"  Duration: {_secs(d.get('duration_s'))}")
+        if d.get("summary"):
+            lines.append(f"  Result: {esc(d['summary'])}")
+        for shard in d["shards"]:
+            if shard["state"] != "completed":
+                why = (shard.get("error") or shard["state"]).splitlines()[0]
+                lines.append(f"  ✗ shard {shard['index']} on {shard['pool_name'] or '-'}: {esc(why)}")
+        self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
+        if self.fmt == "table" and d["strategy"] != "map_reduce" and len(d["shards"]) <= 50:
+            from rich.table import Table
+
+            table = Table(title="Shards")
+            for h in ("Shard", "Pool", "Status", "Duration", "Summary"):
+                table.add_column(h, overflow="fold")
+            for shard in d["shards"]:
+                table.add_row(str(shard["index"]), esc(shard["pool_name"]),
+                              f"{TASK_ICONS.get(shard['state'], '?')} {shard['state']}",
+                              _secs(shard.get("duration_s")), esc(shard.get("summary") or ""))
+            self.out(table)
+
+    def pools_rebalance(self, r: dict[str, Any]) -> None:
+        lines = [f"✓ Rebalanced ({r['strategy']}): {esc(r['message'])}"]
+        lines += [f"  moved {m['task_id']}: {m['from_pool']} → {m['to_pool']}" for m in r["moved"]]
+        lines += [f"  resized {z['pool']}: {z['from_workers']} → {z['to_workers']} workers" for z in r["resized"]]
         self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
 
     def pools_task(self, t: dict[str, Any]) -> None:

@@ -55,6 +55,16 @@ TOOLS: tuple[ToolSpec, ...] = (
         short={"task_type": "-t", "pool": "-p", "timeout": "-T"},
         formats=("table", "json", "markdown", "progress")),
     ToolSpec(
+        "pools_distribute", "distribute", "Distribute a task over pools",
+        "Run one payload across pools. round_robin, random and least_loaded split it (by the task type's split: "
+        "analyze by file, echo by item) into shards spread over the pools; broadcast sends the whole payload to "
+        "every pool; map_reduce splits, runs shards in parallel and reduces them to one result. A shard whose "
+        "pool fails (not the task) is retried on another pool. Reports total, successful and failed shards, "
+        "each shard's pool, duration and error, with progress notifications as shards finish.",
+        s.DistributeInput, s.DistributionResult, read_only=False,
+        short={"task_type": "-t", "strategy": "-s", "timeout": "-T"},
+        formats=("table", "json", "markdown", "progress")),
+    ToolSpec(
         "pools_task", "task", "Get a task",
         "State of one task by id: queued, running, completed, failed, cancelled or timed_out, with its "
         "pool, worker, times, duration, result, one-line summary and error (with the worker's traceback).",
@@ -84,6 +94,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         "One monitoring snapshot of all pools (status, workers, tasks completed and failed, queue) plus "
         "totals. Call it repeatedly for a live view; the CLI's `pools watch` does.",
         s.WatchInput, s.WatchSnapshot, read_only=True, idempotent=True),
+    ToolSpec(
+        "pools_rebalance", "rebalance", "Rebalance pools",
+        "Move queued tasks from pools with more work than capacity to healthy pools with free capacity, then "
+        "size local pools' workers to their demand within min..max. Reports what moved and what was resized.",
+        s.RebalanceInput, s.RebalanceReport, read_only=False, short={"strategy": "-s"}),
     ToolSpec(
         "pools_close", "close", "Close a pool",
         "Stop a pool's workers and unregister it. Its queued and running tasks end cancelled; its task "

@@ -8,12 +8,18 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from pools.models import (
+    DistributionResult,
+    DistributionStrategy,
     HealthReport,
     Model,
     PoolConfig,
     PoolInfo,
     PoolStatus,
     PoolType,
+    RebalanceReport,
+    RebalanceStrategy,
+    RouteDecision,
+    RoutingStrategy,
     StatsReport,
     TaskRecord,
     TaskState,
@@ -55,7 +61,15 @@ class RegisterInput(PoolConfig):
 class ExecuteInput(Input):
     task_type: str = Field(min_length=1, description="Task type, e.g. analyze or echo; see pools_task_types.")
     payload: dict[str, Any] = Field(default_factory=dict, description="Task payload (a JSON object).")
-    pool: str | None = Field(default=None, description=POOL_REF + " Defaults to the pool named 'default'.")
+    pool: str | None = Field(default=None, description=POOL_REF + " Defaults to the pool named 'default' "
+                                                             "unless auto_route is set.")
+    auto_route: bool = Field(default=False, description="Choose the pool by strategy among healthy pools that "
+                                                        "accept the task type (instead of pool).")
+    strategy: RoutingStrategy = Field(default=RoutingStrategy.LEAST_LOADED,
+                                      description="With auto_route: least_loaded (in-flight tasks relative to "
+                                                  "capacity), round_robin, random or affinity.")
+    affinity_key: str | None = Field(default=None, description="With strategy affinity: tasks with the same key "
+                                                               "go to the same pool while it is healthy.")
     timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600,
                            description="Seconds the task may run before it is killed (timed_out). The call "
                                        "waits at most this long; the task stays queryable by id either way.")
@@ -67,8 +81,27 @@ class ExecuteOutput(Model):
     task: TaskRecord
     pool_id: str
     pool_name: str
+    routing: RouteDecision | None = Field(default=None, description="How the pool was chosen (auto_route).")
     finished: bool = Field(description="False when the call stopped waiting before the task ended.")
     message: str
+
+
+class DistributeInput(Input):
+    task_type: str = Field(min_length=1, description="Task type; it must be able to split for the shard "
+                                                     "strategies (analyze splits by file, echo by item).")
+    payload: dict[str, Any] = Field(default_factory=dict, description="Task payload (a JSON object).")
+    strategy: DistributionStrategy = Field(
+        default=DistributionStrategy.ROUND_ROBIN,
+        description="round_robin, random or least_loaded: split into shards spread over pools; broadcast: the "
+                    "whole payload to every pool; map_reduce: split, run in parallel, reduce to one result.")
+    pool_filter: PoolType | None = Field(default=None, description="Only pools of this type take part.")
+    timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600,
+                           description="Seconds each shard may run; shards unfinished by then are cancelled.")
+
+
+class RebalanceInput(Input):
+    strategy: RebalanceStrategy = Field(default=RebalanceStrategy.LEAST_LOADED,
+                                        description="Where moved tasks go: least_loaded, round_robin or random.")
 
 
 class TaskInput(Input):
@@ -149,7 +182,8 @@ class ErrorOutput(Model):
 Format = Literal["table", "json", "markdown", "progress"]
 
 __all__ = [
-    "CancelInput", "CloseInput", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
+    "CancelInput", "CloseInput", "DistributeInput", "DistributionResult", "RebalanceInput",
+    "RebalanceReport", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
     "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus", "Pong",
     "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput", "TaskRecord", "TaskTypeInfo",
     "TaskTypeList", "TaskList", "TasksInput", "WatchInput", "WatchSnapshot",

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from mcp_server import schemas as s
-from pools.errors import PoolNotFound
+from pools.errors import InvalidInput, PoolNotFound
 from pools.manager import PoolManager
-from pools.models import TaskOptions, TaskState
+from pools.models import RoutingStrategy, TaskOptions, TaskState
 
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 Handler = Callable[[PoolManager, Any, Progress], Awaitable[BaseModel]]
@@ -37,21 +37,32 @@ async def pools_register(m: PoolManager, inp: s.RegisterInput, progress: Progres
 
 
 async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress) -> s.ExecuteOutput:
-    pool_ref = inp.pool or "default"
-    try:
-        pool = m.resolve(pool_ref)
-    except PoolNotFound as exc:
-        if inp.pool is None:
-            raise PoolNotFound("no pool given and there is no pool named 'default'; pass pool (--pool NAME); "
-                               "`mahavishnu pools list` shows the pools", field="pool") from exc
-        raise
+    routing = None
+    if inp.auto_route:
+        if inp.pool:
+            raise InvalidInput("give either pool or auto_route, not both", field="auto_route")
+        if inp.strategy is RoutingStrategy.AFFINITY and not inp.affinity_key:
+            raise InvalidInput("strategy affinity needs affinity_key", field="affinity_key")
+        routing = m.route(inp.task_type, inp.strategy, inp.affinity_key)
+        pool = m.resolve(routing.pool_id)
+    else:
+        try:
+            pool = m.resolve(inp.pool or "default")
+        except PoolNotFound as exc:
+            if inp.pool is None:
+                raise PoolNotFound("no pool given and there is no pool named 'default'; pass pool (--pool NAME) "
+                                   "or auto_route; `mahavishnu pools list` shows the pools", field="pool") from exc
+            raise
     record = await m.submit(pool.pool_id, inp.task_type, inp.payload,
-                            TaskOptions(timeout=inp.timeout, retries=inp.retries))
+                            TaskOptions(timeout=inp.timeout, retries=inp.retries, affinity_key=inp.affinity_key))
     name = pool.config.name
+
+    def out(finished: bool, message: str) -> s.ExecuteOutput:
+        return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, routing=routing,
+                               finished=finished, message=message)
+
     if not inp.wait:
-        return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, finished=False,
-                               message=f"queued as {record.task_id}; `mahavishnu pools task {record.task_id}` "
-                                       "shows its state")
+        return out(False, f"queued as {record.task_id}; `mahavishnu pools task {record.task_id}` shows its state")
     # Wait in slices so progress flows; the task's own timeout is enforced by its pool.
     deadline = time.monotonic() + inp.timeout + 5.0
     await progress(0, 1, f"queued on {name}")
@@ -66,11 +77,17 @@ async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress)
             await progress(0, 1, f"queued on {name}")
     if record.state.terminal:
         await progress(1, 1, record.state.value)
-        message = f"{record.state.value}: {record.summary or ''}".rstrip(": ")
-        return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, finished=True, message=message)
-    return s.ExecuteOutput(task=record, pool_id=pool.pool_id, pool_name=name, finished=False,
-                           message=f"still {record.state.value} after {inp.timeout:g}s; it keeps running: "
-                                   f"`mahavishnu pools task {record.task_id}`")
+        return out(True, f"{record.state.value}: {record.summary or ''}".rstrip(": "))
+    return out(False, f"still {record.state.value} after {inp.timeout:g}s; it keeps running: "
+                      f"`mahavishnu pools task {record.task_id}`")
+
+
+async def pools_distribute(m: PoolManager, inp: s.DistributeInput, progress: Progress) -> s.DistributionResult:
+    return await m.distribute(inp.task_type, inp.payload, inp.strategy, inp.pool_filter, inp.timeout, progress)
+
+
+async def pools_rebalance(m: PoolManager, inp: s.RebalanceInput, progress: Progress) -> s.RebalanceReport:
+    return await m.rebalance(inp.strategy)
 
 
 async def pools_task(m: PoolManager, inp: s.TaskInput, progress: Progress) -> s.TaskRecord:

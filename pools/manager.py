@@ -27,19 +27,28 @@ from pools.errors import Conflict, InvalidInput, PoolError, PoolNotFound, PoolUn
 from pools.ids import looks_like_pool_id, new_pool_id, new_task_id
 from pools.lock import HomeLock
 from pools.models import (
+    DistributionResult,
+    DistributionStrategy,
     HealthReport,
+    Move,
     PoolConfig,
     PoolHealth,
     PoolInfo,
     PoolMetrics,
     PoolStatus,
     PoolType,
+    RebalanceReport,
+    RebalanceStrategy,
+    Resize,
+    RouteDecision,
+    RoutingStrategy,
     StatsReport,
     TaskOptions,
     TaskRecord,
     TaskState,
     TypeStats,
 )
+from pools.routing import Candidate, Router, eligible
 from pools.settings import Settings
 from pools.store import Store
 from pools.task_types import TaskTypeRegistry
@@ -69,7 +78,7 @@ class _Pool:
 class PoolManager:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
-        self.task_types = TaskTypeRegistry(self.settings.enabled_task_types)
+        self.task_types = TaskTypeRegistry(self.settings.enabled_task_types, self.settings.task_type_refs)
         self._lock = HomeLock(self.settings.home)
         self._store: Store | None = None
         self._pools: dict[str, _Pool] = {}
@@ -77,6 +86,7 @@ class PoolManager:
         self._waiters: dict[str, list[asyncio.Future[TaskRecord]]] = {}
         self._maintenance: asyncio.TimerHandle | None = None
         self.listeners: list[EventListener] = []
+        self.router = Router()
         self.started = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -325,7 +335,7 @@ class PoolManager:
             task_id=new_task_id(), pool_id=pool.pool_id, task_type=task_type, payload=clean,
             state=TaskState.QUEUED, worker_id=None, created_at=_now(), started_at=None, finished_at=None,
             duration_s=None, result=None, summary=None, error=None, timeout=options.timeout, attempts=0,
-            retries=options.retries)
+            retries=options.retries, pool_fault=False)
         self.store.insert_task(record)
         self._live[record.task_id] = record
         backend.submit(Job(record.task_id, task_type, self.task_types.refs[task_type], clean, options.timeout,
@@ -394,7 +404,8 @@ class PoolManager:
             created_at=_dt(row["created_at"]) or _now(), started_at=_dt(row["started_at"]),
             finished_at=_dt(row["finished_at"]), duration_s=row["duration"],
             result=json.loads(row["result"]) if row["result"] is not None else None, summary=row["summary"],
-            error=row["error"], timeout=row["timeout"], attempts=row["attempts"], retries=row["retries"])
+            error=row["error"], timeout=row["timeout"], attempts=row["attempts"], retries=row["retries"],
+            pool_fault=bool(row["pool_fault"]))
 
     # -- TaskSink -------------------------------------------------------------------------
     def task_started(self, task_id: str, worker_id: str, attempts: int) -> None:
@@ -414,11 +425,11 @@ class PoolManager:
         self._event("task_retried", record.pool_id, task_id, {"reason": reason})
 
     def task_finished(self, task_id: str, state: TaskState, result: Any, error: str | None,
-                      worker_id: str | None) -> None:
+                      worker_id: str | None, *, pool_fault: bool = False) -> None:
         record = self._live.pop(task_id, None)
         if record is None:
             return
-        record.state, record.result, record.error = state, result, error
+        record.state, record.result, record.error, record.pool_fault = state, result, error, pool_fault
         record.worker_id = worker_id or record.worker_id
         record.finished_at = _now()
         if record.started_at is not None:
@@ -442,6 +453,106 @@ class PoolManager:
 
     def pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None:
         self._event(kind, pool_id, data=data)
+
+    # -- routing, distribution, rebalancing -------------------------------------------------
+    def candidates(self, task_type: str | None, pool_type: PoolType | None = None) -> list[Candidate]:
+        """Every pool (of `pool_type`, if given) with its load and whether it takes `task_type`."""
+        out = []
+        for pool in self._pools.values():
+            if pool_type is not None and pool.config.type is not pool_type:
+                continue
+            snap = pool.backend.snapshot() if pool.backend else None
+            status, reason = self._status(pool, snap)
+            refusal = pool.backend.accepts(task_type) if (pool.backend and task_type) else None
+            out.append(Candidate(pool_id=pool.pool_id, name=pool.config.name, status=status, status_reason=reason,
+                                 in_flight=snap.in_flight if snap else 0, queued=snap.queue_size if snap else 0,
+                                 capacity=max(1, pool.config.max_workers), refusal=refusal))
+        return out
+
+    def route(self, task_type: str, strategy: RoutingStrategy = RoutingStrategy.LEAST_LOADED,
+              affinity_key: str | None = None, pool_type: PoolType | None = None) -> RouteDecision:
+        self.task_types.get(task_type)  # unknown or disabled types fail before any pool is chosen
+        decision = self.router.choose(self.candidates(task_type, pool_type), strategy, task_type, affinity_key)
+        self._event("task_routed", decision.pool_id, data={"strategy": strategy.value, "reason": decision.reason,
+                                                           "fallback": decision.fallback})
+        return decision
+
+    async def distribute(self, task_type: str, payload: dict[str, Any],
+                         strategy: DistributionStrategy = DistributionStrategy.ROUND_ROBIN,
+                         pool_type: PoolType | None = None, timeout: float = 300.0,
+                         progress: Any = None) -> DistributionResult:
+        from pools.distribution import Distribution
+
+        return await Distribution(self, task_type, payload, strategy, pool_type, timeout, progress).run()
+
+    def pool_name(self, pool_id: str) -> str:
+        pool = self._pools.get(pool_id)
+        if pool is not None:
+            return pool.config.name
+        row = self.store.pool_row(pool_id)
+        return str(row["name"]) if row is not None else pool_id
+
+    def note_pool_failure(self, pool_id: str, message: str) -> None:
+        self._event("pool_failed_work", pool_id, data={"reason": message})
+
+    async def rebalance(self, strategy: RebalanceStrategy = RebalanceStrategy.LEAST_LOADED) -> RebalanceReport:
+        """Move queued tasks off pools with more work than capacity onto pools with room, then
+        size local pools to their demand (within min..max)."""
+        ok, _ = eligible(self.candidates(None))
+        ok.sort(key=lambda c: c.pool_id)
+        free = {c.pool_id: c.free for c in ok}
+        load = {c.pool_id: [c.in_flight + c.queued, c.capacity] for c in ok}
+        moves: list[Move] = []
+        cursor = 0
+        for source in ok:
+            excess = min(source.queued, source.in_flight + source.queued - source.capacity)
+            backend = self._pools[source.pool_id].backend
+            if excess <= 0 or backend is None:
+                continue
+            for job in backend.take_queued(excess):
+                targets = [c for c in ok if c.pool_id != source.pool_id and free[c.pool_id] > 0
+                           and self._pools[c.pool_id].backend is not None
+                           and self._pools[c.pool_id].backend.accepts(job.task_type) is None]  # type: ignore[union-attr]
+                if not targets:
+                    backend.submit(job)  # nowhere better: back in its own queue
+                    continue
+                if strategy is RebalanceStrategy.ROUND_ROBIN:
+                    target = targets[cursor % len(targets)]
+                    cursor += 1
+                elif strategy is RebalanceStrategy.RANDOM:
+                    target = self.router._rng.choice(targets)
+                else:
+                    target = min(targets, key=lambda c: (load[c.pool_id][0] / load[c.pool_id][1], c.pool_id))
+                free[target.pool_id] -= 1
+                load[target.pool_id][0] += 1
+                load[source.pool_id][0] -= 1
+                self._move(job, source.pool_id, target.pool_id)
+                moves.append(Move(task_id=job.task_id, from_pool=source.name, to_pool=target.name))
+        resized: list[Resize] = []
+        for c in ok:
+            pool = self._pools[c.pool_id]
+            if pool.config.type is not PoolType.MAHAVISHNU or pool.backend is None:
+                continue
+            before = len(pool.backend.snapshot().workers)
+            demand = load[c.pool_id][0]
+            target_workers = max(pool.config.min_workers, min(pool.config.max_workers, demand))
+            if target_workers != before:
+                await pool.backend.scale(target_workers)
+                resized.append(Resize(pool=c.name, from_workers=before, to_workers=target_workers))
+        self.store.commit()
+        message = (f"moved {len(moves)} queued task(s), resized {len(resized)} pool(s)"
+                   if moves or resized else "already balanced: nothing to move or resize")
+        return RebalanceReport(strategy=strategy, moved=moves, resized=resized, message=message)
+
+    def _move(self, job: Job, source_id: str, target_id: str) -> None:
+        record = self._live.get(job.task_id)
+        if record is not None:
+            record.pool_id = target_id
+        self.store.mark_queued(job.task_id, target_id)
+        self._event("task_moved", target_id, job.task_id, {"from": source_id})
+        backend = self._pools[target_id].backend
+        assert backend is not None
+        backend.submit(job)
 
     # -- health and stats -----------------------------------------------------------------
     def health(self, ref: str | None = None) -> HealthReport:

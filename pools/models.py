@@ -181,6 +181,8 @@ class TaskRecord(Model):
     timeout: float = 300.0
     attempts: int = 0
     retries: int = 0
+    pool_fault: bool = Field(default=False, description="The pool failed it (worker died, pool closed), "
+                                                        "not the task's own code.")
 
 
 class PoolHealth(Model):
@@ -220,3 +222,87 @@ class StatsReport(Model):
     tasks_timed_out: int
     avg_duration_s: float | None = None
     by_type: dict[str, TypeStats] = Field(default_factory=dict)
+
+
+class RoutingStrategy(StrEnum):
+    LEAST_LOADED = "least_loaded"
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    AFFINITY = "affinity"
+
+
+class DistributionStrategy(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    BROADCAST = "broadcast"
+    RANDOM = "random"
+    LEAST_LOADED = "least_loaded"
+    MAP_REDUCE = "map_reduce"
+
+
+class RebalanceStrategy(StrEnum):
+    LEAST_LOADED = "least_loaded"
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+
+
+class SkippedPool(Model):
+    pool_id: str
+    name: str
+    reason: str
+
+
+class RouteDecision(Model):
+    pool_id: str
+    pool_name: str
+    strategy: RoutingStrategy
+    reason: str = Field(description="Why this pool was chosen.")
+    fallback: bool = Field(default=False, description="Affinity could not be kept (its pool was unhealthy).")
+    load: float = Field(description="The chosen pool's (in-flight + queued) / capacity when chosen.")
+    skipped: list[SkippedPool] = Field(default_factory=list)
+
+
+class ShardResult(Model):
+    index: int
+    pool_id: str
+    pool_name: str
+    task_id: str | None = None
+    state: TaskState
+    duration_s: float | None = None
+    error: str | None = None
+    summary: str | None = None
+    attempts: int = Field(default=1, description="Pools tried: >1 when a pool failed and another took over.")
+    retried_from: list[str] = Field(default_factory=list, description="Pools that failed this shard first.")
+    result: Any = None
+
+
+class DistributionResult(Model):
+    strategy: DistributionStrategy
+    task_type: str
+    pools: list[str] = Field(description="Names of the pools that took part.")
+    total: int
+    successful: int
+    failed: int
+    retried: int = Field(default=0, description="Shards moved to another pool after a pool failure.")
+    duration_s: float
+    shards: list[ShardResult]
+    result: Any = Field(default=None, description="map_reduce: the reduced result of all shards.")
+    summary: str | None = None
+
+
+class Move(Model):
+    task_id: str
+    from_pool: str
+    to_pool: str
+
+
+class Resize(Model):
+    pool: str
+    from_workers: int
+    to_workers: int
+
+
+class RebalanceReport(Model):
+    strategy: RebalanceStrategy
+    moved: list[Move] = Field(default_factory=list)
+    resized: list[Resize] = Field(default_factory=list)
+    message: str

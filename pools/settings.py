@@ -8,6 +8,8 @@
     default_pool: true                    # create a local pool named "default" when none exists
     prompt_commands:                      # argv templates for the prompt task type, by worker type
       terminal-qwen: [qwen, -p, "{prompt}"]
+    task_type_refs:                       # extra task types without packaging (still need enabling)
+      resize: my_tasks.images:ResizeTask
 
 Environment: MAHAVISHNU_ENABLE_TASK_TYPES (comma list, added to the file's list),
 MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
@@ -48,6 +50,9 @@ class Settings(BaseModel):
     crash_window_s: float = Field(default=60.0, gt=0, description="Window in which crashes count.")
     crash_threshold: int = Field(default=3, ge=1, description="Crashes in the window that degrade a pool.")
     prompt_commands: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_PROMPT_COMMANDS))
+    task_type_refs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra task types without packaging: {name: 'module:Class'}, importable by the workers.")
 
     @property
     def db_path(self) -> Path:

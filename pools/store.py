@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT,
     timeout REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    retries INTEGER NOT NULL DEFAULT 0
+    retries INTEGER NOT NULL DEFAULT 0,
+    pool_fault INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks(pool_id, created_at);
@@ -176,9 +177,9 @@ class Store:
         result = None if task.result is None else json.dumps(task.result, default=repr)
         self._write(
             "UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, finished_at = ?, duration = ?, "
-            "result = ?, summary = ?, error = ?, attempts = ? WHERE task_id = ?",
+            "result = ?, summary = ?, error = ?, attempts = ?, pool_fault = ? WHERE task_id = ?",
             (task.state.value, task.worker_id, _ts(task.started_at), _ts(task.finished_at), task.duration_s,
-             result, task.summary, task.error, task.attempts, task.task_id),
+             result, task.summary, task.error, task.attempts, int(task.pool_fault), task.task_id),
         )
         column = _COUNTER_COLUMN[task.state]
         if task.duration_s is not None and task.state is TaskState.COMPLETED:

@@ -100,6 +100,40 @@ def test_running_server_and_url_modes(home: Path, tmp_path: Path) -> None:
         progress = run_cli(home, "pools", "execute", "-p", "served", "-t", "echo", "--payload", '{"a": 1}',
                            "--format", "progress")
         assert progress.returncode == 0 and "100%" in progress.stdout and "✓ Task completed" in progress.stdout
+        routed = run_cli(home, "pools", "execute", "--auto-route", "-t", "echo", "--payload", "{}")
+        assert routed.returncode == 0 and "Routing: least_loaded" in routed.stdout
+        spread = run_cli(home, "pools", "distribute", "-t", "echo", "--payload", '{"items": [1, 2, 3, 4, 5]}',
+                         "-s", "map_reduce", "--format", "progress")
+        assert spread.returncode == 0, spread.stderr
+        assert "Strategy: map_reduce" in spread.stdout and "✓ Distribution completed" in spread.stdout
+        assert "Failed: 0" in spread.stdout and "100%" in spread.stdout
+        rebalanced = run_cli(home, "pools", "rebalance", "-s", "round_robin")
+        assert rebalanced.returncode == 0 and "✓ Rebalanced (round_robin)" in rebalanced.stdout
+
+
+def test_watch_shows_a_live_table_and_exits_cleanly_on_ctrl_c(home: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.server import ROOT, cli_env
+
+    write_settings(home)
+    with running_server(home):
+        watch = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "pools", "watch", "--refresh", "0.2"],
+                                 cwd=ROOT, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        assert watch.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 30
+        while "default" not in seen and time.monotonic() < deadline:
+            seen += watch.stdout.readline()
+        assert "Pool Monitor (Active: 1)" in seen and "default" in seen
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=20)
+        assert watch.returncode == 0, err
+        assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["pools", "--help"], ["pools", "execute", "--help"]])

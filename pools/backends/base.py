@@ -49,7 +49,9 @@ class TaskSink(Protocol):
     def task_requeued(self, task_id: str, reason: str) -> None: ...
 
     def task_finished(self, task_id: str, state: TaskState, result: Any, error: str | None,
-                      worker_id: str | None) -> None: ...
+                      worker_id: str | None, *, pool_fault: bool = False) -> None:
+        """`pool_fault`: the pool failed the task (worker died, pool closed, peer gone), not the
+        task's own code; distribution retries such a shard on another pool."""
 
     def pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None: ...
 
@@ -71,6 +73,14 @@ class PoolBackend(ABC):
     @abstractmethod
     def cancel(self, task_id: str) -> bool:
         """Stop a queued or running job; True when this backend had it."""
+
+    @abstractmethod
+    def take_queued(self, limit: int) -> list[Job]:
+        """Remove up to `limit` jobs that have not started, newest first, for another pool to run."""
+
+    def accepts(self, task_type: str) -> str | None:
+        """None when this pool can run `task_type`, else why not."""
+        return None
 
     @abstractmethod
     async def scale(self, target: int) -> int:

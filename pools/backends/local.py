@@ -113,14 +113,15 @@ class LocalBackend(PoolBackend):
             job = self._queue.popleft()
             if not abandon:
                 self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
-                                        "the pool was closed before it ran", None)
+                                        "the pool was closed before it ran", None, pool_fault=True)
         workers = list(self._workers.values())
         for worker in workers:
             if worker.job is not None:
                 job, worker.job = worker.job, None
                 if not abandon:
                     self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
-                                            "the pool was closed while the task ran", worker.worker_id)
+                                            "the pool was closed while the task ran", worker.worker_id,
+                                            pool_fault=True)
                 self._retire(worker, graceful=False)
             else:
                 self._retire(worker, graceful=True)
@@ -151,6 +152,12 @@ class LocalBackend(PoolBackend):
                                   "stopped and replaced")
                 return True
         return False
+
+    def take_queued(self, limit: int) -> list[Job]:
+        taken: list[Job] = []
+        while self._queue and len(taken) < limit:
+            taken.append(self._queue.pop())
+        return taken
 
     def _pump(self) -> None:
         """Hand queued jobs to idle workers; grow the pool when jobs still wait."""
@@ -282,7 +289,8 @@ class LocalBackend(PoolBackend):
                 self._queue.appendleft(job)
                 self.sink.task_requeued(job.task_id, reason + "; retrying")
             else:
-                self.sink.task_finished(job.task_id, TaskState.FAILED, None, reason, worker.worker_id)
+                self.sink.task_finished(job.task_id, TaskState.FAILED, None, reason, worker.worker_id,
+                                        pool_fault=True)
         self._replace_if_needed()
 
     def _replace_if_needed(self) -> None:

@@ -9,6 +9,7 @@ outlives its owner, even when the owner was killed with SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -65,7 +66,9 @@ def main() -> None:
     fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
     # Ctrl-C in a terminal reaches the whole foreground group; the owner decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(Connection(fd), parent_pid)
+    # The owner going away mid-exchange leaves nothing to report to and nothing to clean up.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(Connection(fd), parent_pid)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,11 @@ def load_ref(ref: str) -> type[TaskType]:
 class TaskTypeRegistry:
     """Which task types exist, which are enabled, and how a worker loads each one."""
 
-    def __init__(self, enabled: list[str]) -> None:
+    def __init__(self, enabled: list[str], extra_refs: dict[str, str] | None = None) -> None:
         self.refs: dict[str, str] = dict(BUILTIN_TASK_TYPES)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             self.refs.setdefault(ep.name, ep.value)
+        self.refs.update(extra_refs or {})
         self.enabled = set(enabled)
         self._loaded: dict[str, TaskType] = {}
 

@@ -74,6 +74,14 @@ async def test_every_tool_over_http_in_each_protocol_mode(server: str, mode: str
         types = {t["name"]: t for t in data(await client.call_tool("pools_task_types", {}))["task_types"]}
         assert types["analyze"]["enabled"] and types["prompt"]["executes_code"]
 
+        routed = data(await client.call_tool("pools_execute", {"auto_route": True, "task_type": "echo",
+                                                               "strategy": "affinity", "affinity_key": name}))
+        assert routed["routing"]["strategy"] == "affinity" and routed["task"]["state"] == "completed"
+        spread = data(await client.call_tool("pools_distribute", {"task_type": "echo", "strategy": "map_reduce",
+                                                                  "payload": {"items": list(range(50))}},
+                                             progress_callback=on_progress))
+        assert spread["successful"] == spread["total"] and spread["result"]["count"] == 50
+        assert data(await client.call_tool("pools_rebalance", {}))["strategy"] == "least_loaded"
         queued = data(await client.call_tool("pools_execute", {"pool": name, "task_type": "echo",
                                                                "payload": {"x": 1}, "wait": False}))
         assert not queued["finished"]
@@ -97,6 +105,12 @@ WRONG_INPUTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("pools_task", {"task_id": "task_" + "0" * 32}, "task_not_found", "task_id"),
     ("pools_cancel", {"task_id": "task_" + "0" * 32}, "task_not_found", "task_id"),
     ("pools_tasks", {"state": "sleeping"}, "", "state"),
+    ("pools_distribute", {"task_type": "echo", "strategy": "scatter"}, "", "strategy"),
+    ("pools_distribute", {"task_type": "echo", "pool_filter": "kubernetes"}, "pool_unavailable", "pool"),
+    ("pools_rebalance", {"strategy": "affinity"}, "", "strategy"),
+    ("pools_execute", {"task_type": "echo", "auto_route": True, "pool": "default"}, "invalid_input", "auto_route"),
+    ("pools_execute", {"task_type": "echo", "auto_route": True, "strategy": "affinity"}, "invalid_input",
+     "affinity_key"),
     ("pools_tasks", {"pool": "ghost"}, "pool_not_found", "pool"),
     ("pools_register", {"name": "typo", "min_worker": 2}, "invalid_input", "min_worker"),
     ("pools_stats", {"by_type": "maybe"}, "", "by_type"),
