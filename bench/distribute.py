@@ -13,7 +13,6 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
 from typing import Any
 
 from _common import report
