@@ -304,7 +304,7 @@ def make_command(spec: ToolSpec) -> Any:
     params = positional + [p for p in params if p.name not in spec.positional] + common_parameters(spec)
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__name__ = spec.command.replace("-", "_")
+    command.__name__ = spec.command.replace("-", "_").replace(" ", "_")
     command.__doc__ = spec.description
     return command
 
@@ -339,6 +339,8 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
     renderer.render(spec.name, result.data)
     if spec.name == "pools_distribute":
         return EXIT_OK if result.data["failed"] == 0 else EXIT_FAILED
+    if spec.name == "pools_memory_sync":
+        return EXIT_OK if not result.data.get("error") else EXIT_FAILED
     if spec.name == "pools_execute":
         task = result.data["task"]
         if result.data["finished"]:
@@ -393,8 +395,25 @@ def watch(target: Target, args: dict[str, Any], renderer: Any, refresh: float) -
     return EXIT_OK
 
 
-for _spec in TOOLS:
-    pools_app.command(name=_spec.command, help=_spec.description)(make_command(_spec))
+GROUP_HELP = {"memory": "Pool memory: sync task history to a Session-Buddy, search it across pools."}
+
+
+def register_commands() -> None:
+    """One command per tool; a command name with a space ("memory sync") lives in a sub-group."""
+    groups: dict[str, typer.Typer] = {}
+    for spec in TOOLS:
+        group, _, name = spec.command.rpartition(" ")
+        target = pools_app
+        if group:
+            if group not in groups:
+                groups[group] = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                                            help=GROUP_HELP.get(group, f"{group} commands."))
+                pools_app.add_typer(groups[group], name=group)
+            target = groups[group]
+        target.command(name=name, help=spec.description)(make_command(spec))
+
+
+register_commands()
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -410,6 +429,11 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the MCP server (streamable HTTP on 127.0.0.1:8680/mcp, or --stdio)."""
+    run_server(host, port, token, certfile, keyfile, stdio, log_level, peer=False)
+
+
+def run_server(host: str, port: int, token: str | None, certfile: Path | None, keyfile: Path | None, stdio: bool,
+               log_level: str, *, peer: bool) -> None:
     import asyncio
 
     from mcp_server.http import HttpOptions, install_sigterm, serve_http, serve_stdio
@@ -420,18 +444,43 @@ def serve(
         raise fail("--certfile and --keyfile go together", EXIT_USAGE)
     try:
         settings = Settings.load()
+        if peer:
+            settings = settings.model_copy(update={"home": settings.home / "peers" / str(port),
+                                                   "default_pool": False})
         if stdio:
             install_sigterm()
             asyncio.run(serve_stdio(settings))
         else:
             asyncio.run(serve_http(settings, HttpOptions(host=host, port=port, token=token, certfile=certfile,
-                                                         keyfile=keyfile, log_level=log_level)))
+                                                         keyfile=keyfile, log_level=log_level), peer=peer))
     except PoolError as exc:
         raise fail(exc.message, EXIT_USAGE if exc.code == "invalid_input" else EXIT_FAILED) from None
     except OSError as exc:
         raise fail(f"cannot serve on {host}:{port}: {exc}", EXIT_FAILED) from None
     except KeyboardInterrupt:
         pass
+
+
+peer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="A Session-Buddy-compatible peer that runs tasks for other Mahavishnu servers.")
+app.add_typer(peer_app, name="peer")
+
+
+@peer_app.command("serve")
+def peer_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for MCP (/mcp) and /health.")] = 8678,
+    token: Annotated[str | None, typer.Option(envvar="MAHAVISHNU_PEER_TOKEN",
+                                              help="Bearer token clients must send.")] = None,
+    certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); serves https.")] = None,
+    keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve Session-Buddy's pool and memory tools with 3 real workers per pool.
+
+    State lives in $MAHAVISHNU_HOME/peers/PORT; enabled task types follow the same settings
+    as the main server."""
+    run_server(host, port, token, certfile, keyfile, False, log_level, peer=True)
 
 
 def version_callback(value: bool) -> None:

@@ -306,6 +306,46 @@ class Renderer:
         else:
             self.out(self.watch_table(snap))
 
+    def pools_discover(self, d: dict[str, Any]) -> None:
+        lines = [f"Discovery from {esc(d['source'])}"]
+        for f in d["found"]:
+            mark = "●" if f["healthy"] else "✗"
+            where = f.get("endpoint") or f"namespace {f.get('namespace')}"
+            lines.append(f"  {mark} {esc(f['name'])} ({f['kind']}, {esc(where)}): {esc(f['detail'])}")
+            lines.append(f"      {esc(f['action'])}" + (f" as {f['pool_id']}" if f.get("pool_id") else ""))
+        if not d["found"]:
+            lines.append("  (no candidates)")
+        lines.append(f"Registered now: {d['registered_now']}")
+        self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
+
+    def pools_memory_sync(self, r: dict[str, Any]) -> None:
+        ok = not r.get("error")
+        lines = [f"{'✓' if ok else '✗'} Memory sync to {esc(r['endpoint'])}"
+                 + (f" ({r['method']})" if r.get("method") else ""),
+                 f"  Pushed: {r['pushed']} in {r['batches']} batch(es)", f"  Remaining: {r['remaining']}"]
+        if r.get("error"):
+            lines.append(f"  Error: {esc(r['error'])}")
+        self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
+
+    def pools_memory_search(self, r: dict[str, Any]) -> None:
+        rows = [[h["source"], h.get("task_id") or "-", h.get("state") or "-", h["text"][:100]] for h in r["results"]]
+        heads = ["Source", "Task", "Status", "Memory"]
+        down = ", ".join(r["unreachable"])
+        if self.fmt == "markdown":
+            print(f"## Memory: {r['query']}\n\n" + _md_table(heads, rows)
+                  + (f"\n\nUnreachable: {down}" if down else ""))
+            return
+        from rich.table import Table
+
+        table = Table(title=f"Memory search: {esc(r['query'])}")
+        for h in heads:
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            table.add_row(*(esc(c) for c in row))
+        self.out(table)
+        if down:
+            self.out(f"[yellow]⚠ Not answering, left out: {esc(down)}[/]")
+
     def pools_ping(self, data: dict[str, Any]) -> None:
         self.text([f"✓ Server answered (version {data['version']})"])
 

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pools.errors import InvalidInput
 
-PUBLIC_PATHS = frozenset({"/health", "/healthz"})
+PUBLIC_PATHS = frozenset({"/health", "/healthz", "/mcp/health"})
 
 
 def is_loopback(host: str) -> bool:

@@ -40,23 +40,31 @@ def public_url(opts: HttpOptions, port: int) -> str:
     return f"{scheme}://{host}:{port}/mcp"
 
 
-async def serve_http(settings: Settings, opts: HttpOptions) -> None:
+async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = False) -> None:
+    """Serve the main server (or, with `peer`, the Session-Buddy-compatible peer) over HTTP."""
     import uvicorn
 
     check_bind(opts.host, opts.token)
     manager = PoolManager(settings)
     await manager.start()
-    server = build_server(manager, log_level=opts.log_level.upper())  # type: ignore[arg-type]
+    if peer:
+        from mcp_server.peer import build_peer
 
-    @server.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
+        server = build_peer(manager)
+    else:
+        server = build_server(manager, log_level=opts.log_level.upper())  # type: ignore[arg-type]
+
     async def health(request: Request) -> Response:
         report = manager.health()
         return JSONResponse({"status": "ok", "pools": report.status, "active_pools": report.active_pools,
-                             "version": __version__})
+                             "version": __version__, "role": "peer" if peer else "server"})
 
-    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    # /mcp/health too: the user docs probe a Session-Buddy there.
+    for path, handler in (("/health", health), ("/healthz", healthz), ("/mcp/health", health)):
+        server.custom_route(path, methods=["GET"])(handler)
 
     app = server.streamable_http_app(streamable_http_path="/mcp", host=opts.host)
     asgi = BearerAuth(app, opts.token) if opts.token else app
@@ -75,11 +83,14 @@ async def serve_http(settings: Settings, opts: HttpOptions) -> None:
             await asyncio.sleep(0.02)
         port = uv.servers[0].sockets[0].getsockname()[1]
         url = public_url(opts, port)
-        runtime.write(settings.home, url, opts.token)
-        print(f"mahavishnu serving MCP at {url} (state: {settings.home})", flush=True)
+        if not peer:  # the CLI finds the main server through this file, never a peer
+            runtime.write(settings.home, url, opts.token)
+        role = "Session-Buddy peer" if peer else "MCP"
+        print(f"mahavishnu serving {role} at {url} (state: {settings.home})", flush=True)
         await serve_task
     finally:
-        runtime.remove(settings.home)
+        if not peer:
+            runtime.remove(settings.home)
         if not serve_task.done():
             uv.should_exit = True
             with contextlib.suppress(Exception):

@@ -100,6 +100,23 @@ TOOLS: tuple[ToolSpec, ...] = (
         "size local pools' workers to their demand within min..max. Reports what moved and what was resized.",
         s.RebalanceInput, s.RebalanceReport, read_only=False, short={"strategy": "-s"}),
     ToolSpec(
+        "pools_discover", "discover", "Discover peers",
+        "Probe candidate Session-Buddy peers (from the ecosystem file with from_ecosystem, else the local "
+        "default peer at 127.0.0.1:8678): /health, then the MCP tool list. Reports each candidate, whether it "
+        "is healthy and registered; auto_register registers the healthy new ones as session-buddy pools.",
+        s.DiscoverInput, s.DiscoverReport, read_only=False),
+    ToolSpec(
+        "pools_memory_sync", "memory sync", "Sync pool memory",
+        "Push task memory records not yet synced (pool, task, type, status, duration, summary) to a "
+        "Session-Buddy with store_conversation (store_reflection when that is missing). Batched and resumable: "
+        "records are marked synced only after the peer took them.",
+        s.MemorySyncInput, s.SyncReport, read_only=False, idempotent=True),
+    ToolSpec(
+        "pools_memory_search", "memory search", "Search pool memory",
+        "Full-text search of task memory here and in every session-buddy pool, merged and labelled by source. "
+        "Answers even when a peer is down, and names the sources that did not answer.",
+        s.MemorySearchInput, s.SearchReport, read_only=True, idempotent=True, positional=("query",)),
+    ToolSpec(
         "pools_close", "close", "Close a pool",
         "Stop a pool's workers and unregister it. Its queued and running tasks end cancelled; its task "
         "history stays readable. The name becomes free.",

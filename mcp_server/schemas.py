@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from pools.aggregator import SearchReport, SyncReport
+from pools.discovery import DiscoverReport
 from pools.models import (
     DistributionResult,
     DistributionStrategy,
@@ -104,6 +106,25 @@ class RebalanceInput(Input):
                                         description="Where moved tasks go: least_loaded, round_robin or random.")
 
 
+class DiscoverInput(Input):
+    from_ecosystem: bool = Field(default=False, description="Read candidates from the ecosystem file (settings "
+                                                            "ecosystem_file, default $MAHAVISHNU_HOME/ecosystem.yaml);"
+                                                            " otherwise probe the local default peer.")
+    auto_register: bool = Field(default=False, description="Register the healthy candidates that are new.")
+    ecosystem_file: str | None = Field(default=None, description="Path of another ecosystem file to read.")
+
+
+class MemorySyncInput(Input):
+    endpoint: str | None = Field(default=None, pattern=r"^https?://",
+                                 description="Session-Buddy MCP URL; default the memory_endpoint setting.")
+    batch_size: int = Field(default=50, ge=1, le=1000, description="Records pushed (and marked synced) per batch.")
+
+
+class MemorySearchInput(Input):
+    query: str = Field(min_length=1, description="Words to find in task memory (all must match locally).")
+    limit: int = Field(default=20, ge=1, le=500, description="Hits per source at most.")
+
+
 class TaskInput(Input):
     task_id: str = Field(pattern=r"^task_[0-9a-f]{32}$", description=TASK_REF)
 
@@ -182,7 +203,8 @@ class ErrorOutput(Model):
 Format = Literal["table", "json", "markdown", "progress"]
 
 __all__ = [
-    "CancelInput", "CloseInput", "DistributeInput", "DistributionResult", "RebalanceInput",
+    "CancelInput", "CloseInput", "DiscoverInput", "DiscoverReport", "MemorySearchInput",
+    "MemorySyncInput", "SearchReport", "SyncReport", "DistributeInput", "DistributionResult", "RebalanceInput",
     "RebalanceReport", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
     "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus", "Pong",
     "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput", "TaskRecord", "TaskTypeInfo",

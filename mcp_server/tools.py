@@ -128,6 +128,29 @@ async def pools_scale(m: PoolManager, inp: s.ScaleInput, progress: Progress) -> 
     return await m.scale_pool(inp.pool, inp.target)
 
 
+async def pools_discover(m: PoolManager, inp: s.DiscoverInput, progress: Progress) -> s.DiscoverReport:
+    from pathlib import Path
+
+    from pools.discovery import discover
+
+    path = Path(inp.ecosystem_file).expanduser() if inp.ecosystem_file else None
+    if path is not None and not path.exists():
+        raise InvalidInput(f"no ecosystem file at {path}", field="ecosystem_file")
+    return await discover(m, path, inp.from_ecosystem or path is not None, inp.auto_register)
+
+
+async def pools_memory_sync(m: PoolManager, inp: s.MemorySyncInput, progress: Progress) -> s.SyncReport:
+    from pools import aggregator
+
+    return await aggregator.sync(m, inp.endpoint, inp.batch_size)
+
+
+async def pools_memory_search(m: PoolManager, inp: s.MemorySearchInput, progress: Progress) -> s.SearchReport:
+    from pools import aggregator
+
+    return await aggregator.search(m, inp.query, inp.limit)
+
+
 async def pools_ping(m: PoolManager, inp: s.EmptyInput, progress: Progress) -> s.Pong:
     from mcp_server import __version__
 

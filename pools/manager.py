@@ -159,9 +159,18 @@ class PoolManager:
                 idle_timeout=self.settings.idle_timeout_s, crash_window=self.settings.crash_window_s,
                 crash_threshold=self.settings.crash_threshold,
             )
+        if pool.config.type is PoolType.SESSION_BUDDY:
+            from pools.backends.session_buddy import SessionBuddyBackend
+
+            assert pool.config.endpoint is not None
+            token_env = pool.config.labels.get("token_env")
+            token = self.settings.peer_tokens.get(pool.config.endpoint) or (
+                os.environ.get(token_env) if token_env else None)
+            return SessionBuddyBackend(pool.pool_id, pool.config, self, token=token,
+                                       health_interval=self.settings.peer_health_interval_s)
         raise PoolUnavailable(
             f"pool type {pool.config.type.value!r} is not available in this build yet; "
-            "use --type mahavishnu", field="type")
+            "use --type mahavishnu or session-buddy", field="type")
 
     async def _start_backend(self, pool: _Pool) -> None:
         backend = self._make_backend(pool)
@@ -240,8 +249,10 @@ class PoolManager:
         if any(p.config.name == config.name for p in self._pools.values()):
             raise Conflict(f"a pool named {config.name!r} already exists; choose another name or close it first",
                            field="name")
+        if config.type is PoolType.SESSION_BUDDY:  # a peer always manages three workers
+            config = config.model_copy(update={"min_workers": 3, "max_workers": 3})
         pool = _Pool(new_pool_id(), config, _now())
-        self._make_backend(pool)  # fails early for a pool type this build cannot run
+        await self._make_backend(pool).verify()  # fails early: unknown type, unreachable peer, missing tools
         self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
                                PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
         self._pools[pool.pool_id] = pool

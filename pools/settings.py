@@ -10,6 +10,10 @@
       terminal-qwen: [qwen, -p, "{prompt}"]
     task_type_refs:                       # extra task types without packaging (still need enabling)
       resize: my_tasks.images:ResizeTask
+    memory_endpoint: http://127.0.0.1:8678/mcp   # where `pools memory sync` pushes task memory
+    memory_sync_interval_s: 0             # > 0: the server syncs memory this often
+    peer_health_interval_s: 2             # how often session-buddy peers are probed
+    peer_tokens: {"https://buddy.example:8678/mcp": "..."}   # bearer tokens for peers
 
 Environment: MAHAVISHNU_ENABLE_TASK_TYPES (comma list, added to the file's list),
 MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
@@ -50,6 +54,14 @@ class Settings(BaseModel):
     crash_window_s: float = Field(default=60.0, gt=0, description="Window in which crashes count.")
     crash_threshold: int = Field(default=3, ge=1, description="Crashes in the window that degrade a pool.")
     prompt_commands: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_PROMPT_COMMANDS))
+    memory_endpoint: str = Field(default="http://127.0.0.1:8678/mcp",
+                                 description="Session-Buddy endpoint that memory sync pushes to.")
+    memory_sync_interval_s: float = Field(default=0.0, ge=0, description="Periodic memory sync; 0 is off.")
+    peer_health_interval_s: float = Field(default=2.0, gt=0, description="How often peers are probed.")
+    peer_tokens: dict[str, str] = Field(default_factory=dict,
+                                        description="Bearer tokens by peer endpoint URL.")
+    ecosystem_file: Path | None = Field(default=None, description="Candidate peers for discover; default "
+                                                                  "$MAHAVISHNU_HOME/ecosystem.yaml.")
     task_type_refs: dict[str, str] = Field(
         default_factory=dict,
         description="Extra task types without packaging: {name: 'module:Class'}, importable by the workers.")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pools.errors import Conflict
+from pools.memory import MemoryLog
 from pools.models import TaskRecord, TaskState
 
 SCHEMA = """
@@ -54,7 +55,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     timeout REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     retries INTEGER NOT NULL DEFAULT 0,
-    pool_fault INTEGER NOT NULL DEFAULT 0
+    pool_fault INTEGER NOT NULL DEFAULT 0,
+    indexed INTEGER NOT NULL DEFAULT 0,
+    synced_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks(pool_id, created_at);
@@ -99,6 +102,7 @@ class Store:
         self._in_tx = False
         # How to run the commit later; without one, every write commits at once.
         self._schedule = schedule
+        self.memory = MemoryLog(self._db, self._write)
 
     # -- transactions -------------------------------------------------------------------
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
@@ -210,6 +214,10 @@ class Store:
     def prune(self, finished_before: float) -> int:
         cur = self._write("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?", (finished_before,))
         self._write("DELETE FROM events WHERE ts < ?", (finished_before,))
+        if cur.rowcount:
+            # The memory index holds no copy of the rows, so rebuild it rather than track deletions.
+            self._write("INSERT INTO memory_fts(memory_fts) VALUES ('delete-all')", ())
+            self._write("UPDATE tasks SET indexed = 0 WHERE indexed = 1", ())
         self.commit()
         return cur.rowcount
 

@@ -36,6 +36,18 @@ def group() -> TyperGroup:
     return pools
 
 
+def commands(group: TyperGroup, prefix: str = "") -> dict[str, typer.main.TyperCommand]:
+    """Every leaf command by its path, e.g. "memory sync"."""
+    out: dict[str, typer.main.TyperCommand] = {}
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        if isinstance(command, TyperGroup):
+            out.update(commands(command, path + " "))
+        else:
+            out[path] = command  # type: ignore[assignment]
+    return out
+
+
 def option_names(command: typer.main.TyperCommand) -> set[str]:
     names: set[str] = set()
     for p in command.params:
@@ -46,12 +58,12 @@ def option_names(command: typer.main.TyperCommand) -> set[str]:
 
 
 def test_every_tool_has_a_command_and_nothing_else_does(group: TyperGroup) -> None:
-    assert set(group.commands) == {t.command for t in TOOLS}
+    assert set(commands(group)) == {t.command for t in TOOLS}
 
 
 @pytest.mark.parametrize("spec", TOOLS, ids=[t.command for t in TOOLS])
 def test_options_are_the_input_model(group: TyperGroup, spec: cli.ToolSpec) -> None:
-    command = group.commands[spec.command]
+    command = commands(group)[spec.command]
     params = {p.name for p in command.params}
     assert params - cli.COMMON == set(spec.input_model.model_fields)
     for p in command.params:

@@ -62,6 +62,10 @@ class PoolBackend(ABC):
         self.config = config
         self.sink = sink
 
+    async def verify(self) -> None:  # noqa: B027 - optional hook; local pools need no check
+        """A strict check before a new pool is registered (e.g. the peer answers); raise
+        PoolUnavailable naming what is wrong. start() afterwards may be lenient."""
+
     @abstractmethod
     async def start(self) -> None:
         """Bring the pool up; raise PoolUnavailable with the reason when it cannot start."""

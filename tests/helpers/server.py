@@ -23,16 +23,19 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def write_settings(home: Path, enabled: tuple[str, ...] = ("analyze", "echo", "python", "shell"),
-                   default_pool: bool = True) -> None:
+                   default_pool: bool = True, extra: str = "") -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "settings.yaml").write_text(
-        f"enabled_task_types: [{', '.join(enabled)}]\ndefault_pool: {str(default_pool).lower()}\n")
+        f"enabled_task_types: [{', '.join(enabled)}]\ndefault_pool: {str(default_pool).lower()}\n{extra}")
 
 
 @contextmanager
-def running_server(home: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Yields (url, process). Stops the server with SIGTERM and checks it exits."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", "--port", "0",
+def running_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",),
+                   **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Yields (url, process). Stops the server with SIGTERM and checks it exits.
+    `command=("peer", "serve")` starts a Session-Buddy-compatible peer instead."""
+    port = [] if "--port" in args else ["--port", "0"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *command, *port,
                              "--log-level", "warning", *args],
                             cwd=ROOT, env=cli_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -41,7 +44,7 @@ def running_server(home: Path, *args: str, **env: str) -> Iterator[tuple[str, su
     threading.Thread(target=lambda: stderr.extend(proc.stderr or []), daemon=True).start()
     url = None
     for line in proc.stdout:  # ends at EOF if the server dies first
-        match = re.search(r"serving MCP at (\S+)", line)
+        match = re.search(r"serving .* at (\S+) \(state", line)
         if match:
             url = match.group(1)
             break

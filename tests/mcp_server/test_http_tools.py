@@ -71,6 +71,12 @@ async def test_every_tool_over_http_in_each_protocol_mode(server: str, mode: str
         scaled = data(await client.call_tool("pools_scale", {"pool": name, "target": 2}))
         assert scaled["workers"] == 2
         assert data(await client.call_tool("pools_ping", {}))["ok"] is True
+        hits = data(await client.call_tool("pools_memory_search", {"query": "analyze"}))
+        assert any(h["source"] == "local" and h["task_type"] == "analyze" for h in hits["results"])
+        nobody = data(await client.call_tool("pools_memory_sync", {"endpoint": "http://127.0.0.1:9/mcp"}))
+        assert nobody["pushed"] == 0 and "unreachable" in nobody["error"] or "did not list" in nobody["error"]
+        probe = data(await client.call_tool("pools_discover", {}))
+        assert probe["found"][0]["endpoint"] == "http://127.0.0.1:8678/mcp"
         types = {t["name"]: t for t in data(await client.call_tool("pools_task_types", {}))["task_types"]}
         assert types["analyze"]["enabled"] and types["prompt"]["executes_code"]
 
@@ -120,6 +126,9 @@ WRONG_INPUTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("pools_scale", {"pool": "default", "target": 99}, "invalid_input", "target"),
     ("pools_task_types", {"extra": 1}, "invalid_input", "extra"),
     ("pools_ping", {"x": 1}, "invalid_input", "x"),
+    ("pools_discover", {"ecosystem_file": "/nonexistent/eco.yaml"}, "invalid_input", "ecosystem_file"),
+    ("pools_memory_sync", {"endpoint": "ftp://x"}, "", "endpoint"),
+    ("pools_memory_search", {"query": ""}, "", "query"),
 ]
 
 

@@ -1,0 +1,123 @@
+"""Talking to a Session-Buddy-style MCP peer over streamable HTTP.
+
+Each call opens its own MCP session: a peer that restarts is simply reached again on the
+next call, and no long-lived connection can wedge. Replies are read the way both our
+peer (structured JSON) and a real Session-Buddy (human-readable text) answer: `isError`
+first, then structured content, then text (parsed as JSON when it is JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pools.errors import PoolUnavailable
+
+
+@dataclass
+class PeerReply:
+    is_error: bool
+    data: dict[str, Any] | None
+    text: str
+
+    @property
+    def message(self) -> str:
+        if self.data and isinstance(self.data.get("error"), (str, dict)):
+            err = self.data["error"]
+            return str(err.get("message", err)) if isinstance(err, dict) else err
+        return self.text.strip() or "(no message)"
+
+
+def health_url(endpoint: str) -> str:
+    """`http://host:8678/mcp` -> `http://host:8678/health` (Session-Buddy serves it at the root)."""
+    parts = urlsplit(endpoint)
+    return urlunsplit((parts.scheme, parts.netloc, "/health", "", ""))
+
+
+def _reply(result: Any) -> PeerReply:
+    text = "\n".join(getattr(c, "text", "") for c in (result.content or []))
+    data = result.structured_content
+    if data is None and text.strip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        data = parsed if isinstance(parsed, dict) else None
+    return PeerReply(bool(result.is_error), data, text)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class PeerClient:
+    def __init__(self, endpoint: str, token: str | None = None, connect_timeout: float = 5.0) -> None:
+        self.endpoint = endpoint
+        self.token = token
+        self.connect_timeout = connect_timeout
+
+    def _http(self, read_timeout: float) -> Any:
+        import httpx2
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx2.AsyncClient(headers=headers, verify=self.endpoint.startswith("https://"),
+                                  timeout=httpx2.Timeout(self.connect_timeout, read=read_timeout))
+
+    async def call(self, tool: str, arguments: dict[str, Any], timeout: float = 30.0) -> PeerReply:
+        """Call one tool. Transport failures raise PoolUnavailable naming the peer."""
+        from mcp import Client, MCPError
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = self._http(timeout + 5)
+        try:
+            async with http, Client(streamable_http_client(self.endpoint, http_client=http)) as client:
+                # The peer's output schemas are its own business (a real Session-Buddy has none);
+                # skip the SDK's re-listing of every tool before the first result.
+                client.session.validate_tool_result = _trust  # type: ignore[method-assign]
+                result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+        except PoolUnavailable:
+            raise
+        except Exception as exc:
+            cause = _root_cause(exc)
+            if isinstance(cause, MCPError):  # the peer answered, with a protocol error (e.g. no such tool)
+                return PeerReply(True, None, f"{tool}: {cause}")
+            raise PoolUnavailable(f"peer {self.endpoint} unreachable or broken during {tool}: "
+                                  f"{type(cause).__name__}: {cause}") from exc
+        return _reply(result)
+
+    async def tool_names(self, timeout: float = 10.0) -> set[str]:
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = self._http(timeout)
+        try:
+            async with http, Client(streamable_http_client(self.endpoint, http_client=http)) as client:
+                listed = await client.list_tools()
+        except Exception as exc:
+            cause = _root_cause(exc)
+            raise PoolUnavailable(f"peer {self.endpoint} did not list its tools: "
+                                  f"{type(cause).__name__}: {cause}") from exc
+        return {t.name for t in listed.tools}
+
+    def health(self, timeout: float = 3.0) -> tuple[bool, str]:
+        """GET /health at the peer's root (blocking; run it in a thread)."""
+        request = urllib.request.Request(health_url(self.endpoint))
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return 200 <= response.status < 300, f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            return False, f"HTTP {exc.code}"
+        except OSError as exc:
+            return False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+async def _trust(name: str, result: Any) -> None:
+    return None
