@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 import types
 from dataclasses import dataclass
@@ -106,39 +105,17 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
         finally:
             await manager.close()
     else:
-        import httpx2
-        from mcp.client.streamable_http import streamable_http_client
+        from pools.errors import PoolUnavailable
+        from pools.peer_client import PeerClient
 
         assert target.url is not None
-        headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
-        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=read_timeout or 300.0),
-                                  verify=tls_verify(target.url))
         try:
-            async with Client(streamable_http_client(target.url, http_client=http)) as client:
-                skip_output_revalidation(client)
-                result = await client.call_tool(name, args, progress_callback=progress,
-                                                read_timeout_seconds=read_timeout)
-        except CliError:
-            raise
-        except Exception as exc:  # connection failures arrive wrapped in task groups
+            reply = await PeerClient(target.url, target.token).call(name, args, read_timeout or 300.0, progress)
+        except PoolUnavailable as exc:
             raise CliError(unreachable_message(target, exc), EXIT_UNREACHABLE) from exc
-        finally:
-            await http.aclose()
+        return ToolResult(reply.is_error, reply.data, reply.text)
     text = "\n".join(getattr(c, "text", "") for c in result.content)
     return ToolResult(bool(result.is_error), result.structured_content, text)
-
-
-def tls_verify(url: str) -> Any:
-    """No TLS context for plain http (building one costs ~0.1 s of start-up); for https the
-    system trust store, or the CA bundle named by MAHAVISHNU_CA_CERT."""
-    if not url.startswith("https://"):
-        return False
-    ca = os.environ.get("MAHAVISHNU_CA_CERT")
-    if ca:
-        import ssl
-
-        return ssl.create_default_context(cafile=ca)
-    return True
 
 
 def _http_status(target: Target) -> int | None:
@@ -158,23 +135,8 @@ def _http_status(target: Target) -> int | None:
         return None
 
 
-def skip_output_revalidation(client: Any) -> None:
-    """The SDK re-checks each structured result against the tool's output schema, and to get
-    the schema it lists every tool first: one more round trip and a jsonschema compile on
-    every CLI start (~0.1 s). The CLI talks to its own server, whose outputs are pydantic
-    models tested against these very schemas, so it skips that second check."""
-
-    async def trust(name: str, result: Any) -> None:
-        return None
-
-    client.session.validate_tool_result = trust
-
-
-def unreachable_message(target: Target, exc: BaseException) -> str:
-    leaves: list[BaseException] = [exc]
-    while isinstance(leaves[0], BaseExceptionGroup) and leaves[0].exceptions:
-        leaves = list(leaves[0].exceptions)
-    detail = f"{type(leaves[0]).__name__}: {leaves[0]}".strip(": ")
+def unreachable_message(target: Target, exc: Exception) -> str:
+    detail = str(exc).removeprefix(f"peer {target.url} ")
     if _http_status(target) == 401:
         told = "the token given was refused" if target.token else "it needs a token"
         return f"the server at {target.url} answered 401: {told}; pass --token or set MAHAVISHNU_TOKEN"

@@ -66,6 +66,8 @@ async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = Fals
     for path, handler in (("/health", health), ("/healthz", healthz), ("/mcp/health", health)):
         server.custom_route(path, methods=["GET"])(handler)
 
+    syncing = asyncio.create_task(periodic_memory_sync(manager)) if (
+        settings.memory_sync_interval_s > 0 and not peer) else None
     app = server.streamable_http_app(streamable_http_path="/mcp", host=opts.host)
     asgi = BearerAuth(app, opts.token) if opts.token else app
     config = uvicorn.Config(
@@ -89,6 +91,8 @@ async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = Fals
         print(f"mahavishnu serving {role} at {url} (state: {settings.home})", flush=True)
         await serve_task
     finally:
+        if syncing is not None:
+            syncing.cancel()
         if not peer:
             runtime.remove(settings.home)
         if not serve_task.done():
@@ -96,6 +100,23 @@ async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = Fals
             with contextlib.suppress(Exception):
                 await serve_task
         await manager.close()
+
+
+async def periodic_memory_sync(manager: PoolManager) -> None:
+    """The server setting memory_sync_interval_s: push new task memory on a timer."""
+    from pools import aggregator
+
+    while True:
+        await asyncio.sleep(manager.settings.memory_sync_interval_s)
+        try:
+            report = await aggregator.sync(manager)
+        except Exception:  # a sync failure must never take the server down
+            log.exception("periodic memory sync failed")
+            continue
+        if report.error:
+            log.warning("memory sync to %s stopped: %s (%d left)", report.endpoint, report.error, report.remaining)
+        elif report.pushed:
+            log.info("memory sync pushed %d record(s) to %s", report.pushed, report.endpoint)
 
 
 async def serve_stdio(settings: Settings) -> None:

@@ -9,6 +9,7 @@ first, then structured content, then text (parsed as JSON when it is JSON).
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,6 +31,19 @@ class PeerReply:
             err = self.data["error"]
             return str(err.get("message", err)) if isinstance(err, dict) else err
         return self.text.strip() or "(no message)"
+
+
+def tls_verify(url: str) -> Any:
+    """No TLS context for plain http (it costs start-up time); for https the system trust store,
+    or the CA bundle named by MAHAVISHNU_CA_CERT (for peers with a private CA)."""
+    if not url.startswith("https://"):
+        return False
+    ca = os.environ.get("MAHAVISHNU_CA_CERT")
+    if ca:
+        import ssl
+
+        return ssl.create_default_context(cafile=ca)
+    return True
 
 
 def health_url(endpoint: str) -> str:
@@ -66,26 +80,33 @@ class PeerClient:
         import httpx2
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx2.AsyncClient(headers=headers, verify=self.endpoint.startswith("https://"),
+        return httpx2.AsyncClient(headers=headers, verify=tls_verify(self.endpoint),
                                   timeout=httpx2.Timeout(self.connect_timeout, read=read_timeout))
 
-    async def call(self, tool: str, arguments: dict[str, Any], timeout: float = 30.0) -> PeerReply:
-        """Call one tool. Transport failures raise PoolUnavailable naming the peer."""
+    async def call(self, tool: str, arguments: dict[str, Any], timeout: float = 30.0,
+                   progress: Any = None) -> PeerReply:
+        """Call one tool (progress: an async callback for its progress notifications).
+        Transport failures raise PoolUnavailable naming the peer."""
         from mcp import Client, MCPError
         from mcp.client.streamable_http import streamable_http_client
+        from mcp.types import INTERNAL_ERROR
 
         http = self._http(timeout + 5)
         try:
             async with http, Client(streamable_http_client(self.endpoint, http_client=http)) as client:
-                # The peer's output schemas are its own business (a real Session-Buddy has none);
-                # skip the SDK's re-listing of every tool before the first result.
+                # The SDK re-checks each result against the tool's output schema and lists every
+                # tool first to get it: a round trip and a jsonschema compile per session. Our
+                # callers read replies field by field and a real Session-Buddy has no schemas.
                 client.session.validate_tool_result = _trust  # type: ignore[method-assign]
-                result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout)
+                result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout,
+                                                progress_callback=progress)
         except PoolUnavailable:
             raise
         except Exception as exc:
             cause = _root_cause(exc)
-            if isinstance(cause, MCPError):  # the peer answered, with a protocol error (e.g. no such tool)
+            # A JSON-RPC error the peer sent (method not found, bad params) is an answer; the SDK's
+            # INTERNAL_ERROR stands for an HTTP failure (401, 5xx) on the way, which is not.
+            if isinstance(cause, MCPError) and cause.error.code != INTERNAL_ERROR:
                 return PeerReply(True, None, f"{tool}: {cause}")
             raise PoolUnavailable(f"peer {self.endpoint} unreachable or broken during {tool}: "
                                   f"{type(cause).__name__}: {cause}") from exc

@@ -225,3 +225,28 @@ def test_peer_health_paths_and_token_rule(tmp_path: Path) -> None:
                 assert json.loads(r.read())["status"] == "ok"
     refused = run_cli(tmp_path / "p2", "peer", "serve", "--host", "0.0.0.0", "--port", "0")
     assert refused.returncode == 2 and "without a token" in refused.stderr
+
+
+def test_cli_discover_register_and_memory_commands(tmp_path: Path) -> None:
+    import json
+
+    from tests.helpers.server import run_cli
+
+    with peer(tmp_path / "p1") as (url, _):
+        home = tmp_path / "main"
+        write_settings(home, ("analyze", "echo"), default_pool=True, extra=f"memory_endpoint: {url}\n")
+        (home / "ecosystem.yaml").write_text(f"peers:\n  - name: buddy\n    endpoint: {url}\n")
+        found = run_cli(home, "pools", "discover", "--from-ecosystem", "--auto-register")
+        assert found.returncode == 0, found.stderr
+        assert "● buddy (session-buddy" in found.stdout and "registered now" in found.stdout
+        listed = json.loads(run_cli(home, "pools", "list", "--by-type", "session-buddy", "-f", "json").stdout)
+        assert [p["name"] for p in listed["pools"]] == ["buddy"]
+        ran = run_cli(home, "pools", "execute", "-p", "buddy", "-t", "analyze",
+                      "--payload", json.dumps({"sources": {"peer_api.py": "import json\n"}}))
+        assert ran.returncode == 0 and "Analysis complete: 1 issues found" in ran.stdout, ran.stdout + ran.stderr
+        synced = run_cli(home, "pools", "memory", "sync")
+        assert synced.returncode == 0 and "Pushed: 1" in synced.stdout, synced.stdout + synced.stderr
+        searched = run_cli(home, "pools", "memory", "search", "analyze", "-f", "json")
+        report = json.loads(searched.stdout)
+        assert {s["source"] for s in report["sources"]} == {"local", "buddy"} and report["unreachable"] == []
+        assert any(h["source"] == "local" for h in report["results"])
