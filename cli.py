@@ -399,9 +399,11 @@ def run_server(host: str, port: int, token: str | None, certfile: Path | None, k
     import asyncio
 
     from mcp_server.http import HttpOptions, install_sigterm, serve_http, serve_stdio
+    from mcp_server.tracing import configure_tracing
     from pools.errors import PoolError
     from pools.settings import Settings
 
+    configure_tracing("mahavishnu-peer" if peer else "mahavishnu")
     if bool(certfile) != bool(keyfile):
         raise fail("--certfile and --keyfile go together", EXIT_USAGE)
     try:

@@ -62,8 +62,14 @@ async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = Fals
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(manager.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     # /mcp/health too: the user docs probe a Session-Buddy there.
-    for path, handler in (("/health", health), ("/healthz", healthz), ("/mcp/health", health)):
+    for path, handler in (("/health", health), ("/healthz", healthz), ("/mcp/health", health),
+                          ("/metrics", metrics)):
         server.custom_route(path, methods=["GET"])(handler)
 
     syncing = asyncio.create_task(periodic_memory_sync(manager)) if (

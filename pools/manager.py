@@ -52,10 +52,24 @@ from pools.routing import Candidate, Router, eligible
 from pools.settings import Settings
 from pools.store import Store
 from pools.task_types import TaskTypeRegistry
+from pools.telemetry import Telemetry
 
 log = logging.getLogger("mahavishnu.pools")
 
 EventListener = Callable[[dict[str, Any]], None]
+
+
+def json_event_sink(where: str) -> EventListener:
+    """The `event_log` setting: every stored event also as one JSON line, for an event collector."""
+    import json
+    import sys
+
+    stream = sys.stderr if where == "stderr" else open(where, "a", buffering=1)  # noqa: SIM115 - lives with us
+
+    def write(event: dict[str, Any]) -> None:
+        stream.write(json.dumps(event, default=str) + "\n")
+
+    return write
 
 
 def _now() -> datetime:
@@ -87,6 +101,10 @@ class PoolManager:
         self._maintenance: asyncio.TimerHandle | None = None
         self.listeners: list[EventListener] = []
         self.router = Router()
+        self.telemetry = Telemetry()
+        self.telemetry.attach(self)
+        if self.settings.event_log:
+            self.listeners.append(json_event_sink(self.settings.event_log))
         self.started = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -349,8 +367,13 @@ class PoolManager:
             retries=options.retries, pool_fault=False)
         self.store.insert_task(record)
         self._live[record.task_id] = record
-        backend.submit(Job(record.task_id, task_type, self.task_types.refs[task_type], clean, options.timeout,
-                           options.retries))
+        carrier = self.telemetry.on_submitted(record)
+        try:
+            backend.submit(Job(record.task_id, task_type, self.task_types.refs[task_type], clean, options.timeout,
+                               options.retries, trace=carrier))
+        except PoolError as exc:  # recorded already: end it with the reason rather than leave it queued
+            self.task_finished(record.task_id, TaskState.FAILED, None, exc.message, None, pool_fault=True)
+            raise
         return record
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
@@ -426,6 +449,7 @@ class PoolManager:
         record.state, record.worker_id, record.started_at, record.attempts = (
             TaskState.RUNNING, worker_id, _now(), attempts)
         self.store.mark_running(task_id, worker_id, record.started_at.timestamp(), attempts)
+        self.telemetry.on_started(record)
 
     def task_requeued(self, task_id: str, reason: str) -> None:
         record = self._live.get(task_id)
@@ -453,6 +477,7 @@ class PoolManager:
         else:
             record.summary = (error or state.value).splitlines()[0][:200]
         self.store.mark_finished(record)
+        self.telemetry.on_finished(record)
         if state is not TaskState.COMPLETED:
             self._event(f"task_{state.value}", record.pool_id, task_id, {"error": record.summary})
         self._wake(task_id, record)
@@ -464,6 +489,7 @@ class PoolManager:
 
     def pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None:
         self._event(kind, pool_id, data=data)
+        self.telemetry.on_pool_event(pool_id, kind, data)
 
     # -- routing, distribution, rebalancing -------------------------------------------------
     def candidates(self, task_type: str | None, pool_type: PoolType | None = None) -> list[Candidate]:
@@ -483,7 +509,10 @@ class PoolManager:
     def route(self, task_type: str, strategy: RoutingStrategy = RoutingStrategy.LEAST_LOADED,
               affinity_key: str | None = None, pool_type: PoolType | None = None) -> RouteDecision:
         self.task_types.get(task_type)  # unknown or disabled types fail before any pool is chosen
+        began = time.perf_counter()
         decision = self.router.choose(self.candidates(task_type, pool_type), strategy, task_type, affinity_key)
+        self.telemetry.on_routed(strategy.value, decision.pool_name, decision.fallback, time.perf_counter() - began,
+                                 decision.pool_id, decision.reason)
         self._event("task_routed", decision.pool_id, data={"strategy": strategy.value, "reason": decision.reason,
                                                            "fallback": decision.fallback})
         return decision
@@ -494,7 +523,9 @@ class PoolManager:
                          progress: Any = None) -> DistributionResult:
         from pools.distribution import Distribution
 
-        return await Distribution(self, task_type, payload, strategy, pool_type, timeout, progress).run()
+        result = await Distribution(self, task_type, payload, strategy, pool_type, timeout, progress).run()
+        self.telemetry.on_distributed(strategy.value, result.failed)
+        return result
 
     def pool_name(self, pool_id: str) -> str:
         pool = self._pools.get(pool_id)
@@ -504,7 +535,7 @@ class PoolManager:
         return str(row["name"]) if row is not None else pool_id
 
     def note_pool_failure(self, pool_id: str, message: str) -> None:
-        self._event("pool_failed_work", pool_id, data={"reason": message})
+        self.pool_event(pool_id, "pool_failed_work", {"reason": message})
 
     async def rebalance(self, strategy: RebalanceStrategy = RebalanceStrategy.LEAST_LOADED) -> RebalanceReport:
         """Move queued tasks off pools with more work than capacity onto pools with room, then
@@ -548,7 +579,7 @@ class PoolManager:
             demand = load[c.pool_id][0]
             target_workers = max(pool.config.min_workers, min(pool.config.max_workers, demand))
             if target_workers != before:
-                await pool.backend.scale(target_workers)
+                await pool.backend.scale(target_workers, trigger="rebalance")
                 resized.append(Resize(pool=c.name, from_workers=before, to_workers=target_workers))
         self.store.commit()
         message = (f"moved {len(moves)} queued task(s), resized {len(resized)} pool(s)"

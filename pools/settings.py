@@ -14,6 +14,7 @@
     memory_sync_interval_s: 0             # > 0: the server syncs memory this often
     peer_health_interval_s: 2             # how often session-buddy peers are probed
     peer_tokens: {"https://buddy.example:8678/mcp": "..."}   # bearer tokens for peers
+    event_log: /var/log/mahavishnu/events.jsonl   # every event as a JSON line (or "stderr")
 
 Environment: MAHAVISHNU_ENABLE_TASK_TYPES (comma list, added to the file's list),
 MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
@@ -62,6 +63,8 @@ class Settings(BaseModel):
                                         description="Bearer tokens by peer endpoint URL.")
     ecosystem_file: Path | None = Field(default=None, description="Candidate peers for discover; default "
                                                                   "$MAHAVISHNU_HOME/ecosystem.yaml.")
+    event_log: str | None = Field(default=None, description="Also write every event as a JSON line to this file "
+                                                            "path, or 'stderr'.")
     task_type_refs: dict[str, str] = Field(
         default_factory=dict,
         description="Extra task types without packaging: {name: 'module:Class'}, importable by the workers.")

@@ -26,6 +26,7 @@ class Job:
     timeout: float
     retries: int = 0
     attempts: int = 0
+    trace: dict[str, str] = field(default_factory=dict)  # W3C trace carrier, continued where it runs
 
 
 @dataclass(slots=True)
@@ -87,7 +88,7 @@ class PoolBackend(ABC):
         return None
 
     @abstractmethod
-    async def scale(self, target: int) -> int:
+    async def scale(self, target: int, trigger: str = "manual") -> int:
         """Move toward `target` workers within min..max; returns the new target."""
 
     @abstractmethod

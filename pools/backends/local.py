@@ -335,7 +335,7 @@ class LocalBackend(PoolBackend):
             asyncio.get_running_loop().run_in_executor(None, worker.proc.wait)
 
     # -- scaling -------------------------------------------------------------------------
-    async def scale(self, target: int) -> int:
+    async def scale(self, target: int, trigger: str = "manual") -> int:
         target = max(self.config.min_workers, min(self.config.max_workers, target))
         before = len(self._workers)
         self._target = target
@@ -349,7 +349,7 @@ class LocalBackend(PoolBackend):
                 self._retire(worker, graceful=True)
         if target != before:
             self.sink.pool_event(self.pool_id, "pool_scaled", {"direction": "up" if target > before else "down",
-                                                               "trigger": "manual", "from": before, "to": target})
+                                                               "trigger": trigger, "from": before, "to": target})
         return target
 
     def _schedule_reaper(self) -> None:

@@ -18,6 +18,9 @@ import time
 from collections import deque
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.propagate import extract
+
 from pools.backends.base import BackendSnapshot, Job, PoolBackend, TaskSink
 from pools.errors import InvalidInput, PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
@@ -161,6 +164,8 @@ class SessionBuddyBackend(PoolBackend):
         args = {"pool_id": self.pool_id, "prompt": f"{job.task_type} task {job.task_id}", "context": context,
                 "timeout": job.timeout}
         started = time.monotonic()
+        # Continue the task's trace: the SDK puts the current context into the call's _meta.
+        token = otel_context.attach(extract(job.trace)) if job.trace else None
         try:
             reply = await asyncio.wait_for(self.client.call("execute_on_pool", args, timeout=job.timeout + 15),
                                            job.timeout + 10)
@@ -172,6 +177,9 @@ class SessionBuddyBackend(PoolBackend):
             self._last_error = exc.message
             self._finish(job, TaskState.FAILED, None, exc.message, worker, pool_fault=True)
             return
+        finally:
+            if token is not None:
+                otel_context.detach(token)
         state, result, error = self._outcome(reply, time.monotonic() - started)
         remote_worker = (reply.data or {}).get("worker_id")
         if remote_worker:
@@ -196,7 +204,7 @@ class SessionBuddyBackend(PoolBackend):
         self._pump()
 
     # -- scaling and reporting --------------------------------------------------------------
-    async def scale(self, target: int) -> int:
+    async def scale(self, target: int, trigger: str = "manual") -> int:
         if target != PEER_WORKERS:
             raise InvalidInput(f"a session-buddy pool has a fixed {PEER_WORKERS} workers; to scale, register more "
                                "peers as pools", field="target")
