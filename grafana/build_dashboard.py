@@ -36,8 +36,8 @@ PANELS: list[tuple[str, str, str, str, list[dict[str, Any]]]] = [
         q(f"sum(mahavishnu_pool_workers{{{POOL}}})", "Total workers", True),
         q(f'sum(mahavishnu_pool_workers{{state="busy", {POOL}}})', "Active", True),
         q(f'sum(mahavishnu_pool_workers{{state="idle", {POOL}}})', "Idle", True),
-        q(f'sum(mahavishnu_pool_workers{{state="busy", {POOL}}}) / clamp_min(sum(mahavishnu_pool_workers{{{POOL}}}), 1)',
-          "Utilization", True),
+        q(f'sum(mahavishnu_pool_workers{{state="busy", {POOL}}}) / '
+          f"clamp_min(sum(mahavishnu_pool_workers{{{POOL}}}), 1)", "Utilization", True),
     ]),
     ("Task Execution", "timeseries", "short", "Tasks completed and failed per pool (per second), success rate, "
      "average duration.", [
@@ -132,8 +132,8 @@ PANELS: list[tuple[str, str, str, str, list[dict[str, Any]]]] = [
         q("sum by (strategy, outcome) (increase(mahavishnu_distributions_total[1h]))",
           "distribute {{strategy}} {{outcome}}", True),
     ]),
-    ("Pool Comparison", "table", "short", "Throughput by pool type, cost per pool per hour at $price_per_worker_second, "
-     "tasks per worker-second and the top pools.", [
+    ("Pool Comparison", "table", "short", "Throughput by pool type, cost per pool per hour at "
+     "$price_per_worker_second, tasks per worker-second and the top pools.", [
         q(f"sum by (type) (sum by (pool) (rate(mahavishnu_tasks_total[{RATE}])) * on (pool) group_left (type) "
           "(0 * mahavishnu_pool_up + 1))", "{{type}} tasks/s", True),
         q(f"sum by (pool) (rate(mahavishnu_pool_worker_seconds_total{{{POOL}}}[{RATE}])) * 3600 * "
@@ -187,11 +187,13 @@ def dashboard() -> dict[str, Any]:
         "links": [],
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
-             "current": {"text": "default", "value": "default"}, "hide": 0, "refresh": 1, "options": [], "skipUrlSync": False},
+             "current": {"text": "default", "value": "default"}, "hide": 0, "refresh": 1, "options": [],
+             "skipUrlSync": False},
             {"name": "pool", "label": "Pool", "type": "query", "datasource": DS,
              "query": {"query": "label_values(mahavishnu_pool_up, pool)", "refId": "pool"},
              "includeAll": True, "multi": True,
-             "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "hide": 0, "refresh": 2, "options": [], "skipUrlSync": False,
+             "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "hide": 0, "refresh": 2, "options": [],
+             "skipUrlSync": False,
              "sort": 1},
             {"name": "price_per_worker_second", "label": "Price per worker-second", "type": "textbox",
              "query": "0.00001", "current": {"text": "0.00001", "value": "0.00001"}, "hide": 0, "options": [],
