@@ -101,8 +101,8 @@ class LocalBackend(PoolBackend):
             done = await asyncio.wait([w.started for w in workers], timeout=SPAWN_READY_TIMEOUT)
             if not any(f.done() and not f.exception() for f in done[0]):
                 raise PoolUnavailable(
-                    f"no worker of pool {self.config.name!r} started within {SPAWN_READY_TIMEOUT:.0f}s "
-                    f"({self._last_crash() or 'no reason reported'})")
+                    f"no worker of pool {self.config.name!r} started "
+                    f"({self._last_crash() or f'none ready within {SPAWN_READY_TIMEOUT:.0f}s'})")
         self._schedule_reaper()
 
     async def close(self, *, abandon: bool = False) -> None:
