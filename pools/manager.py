@@ -186,9 +186,13 @@ class PoolManager:
                 os.environ.get(token_env) if token_env else None)
             return SessionBuddyBackend(pool.pool_id, pool.config, self, token=token,
                                        health_interval=self.settings.peer_health_interval_s)
-        raise PoolUnavailable(
-            f"pool type {pool.config.type.value!r} is not available in this build yet; "
-            "use --type mahavishnu or session-buddy", field="type")
+        from pools.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(pool.pool_id, pool.config, self,
+                                 context={"worker_type": pool.config.worker_type,
+                                          "prompt_commands": self.settings.prompt_commands},
+                                 poll_interval=self.settings.k8s_poll_interval_s,
+                                 pending_timeout=self.settings.k8s_pending_timeout_s)
 
     async def _start_backend(self, pool: _Pool) -> None:
         backend = self._make_backend(pool)
@@ -602,8 +606,10 @@ class PoolManager:
         entries = []
         for pool in pools:
             info = self.pool_info(pool)
+            # A local pool with no worker cannot run anything; a Kubernetes pool starts pods on demand.
+            needs_workers = pool.config.type is PoolType.MAHAVISHNU and info.min_workers > 0
             healthy = info.status in (PoolStatus.RUNNING, PoolStatus.SCALING) and (
-                info.workers > 0 or info.min_workers == 0)
+                info.workers > 0 or not needs_workers)
             entries.append(PoolHealth(pool_id=info.pool_id, name=info.name, pool_type=info.pool_type,
                                       status=info.status, healthy=healthy, workers=info.workers,
                                       queue_size=info.metrics.queue_size, reason=info.status_reason))

@@ -87,6 +87,15 @@ class PoolConfig(Model):
     namespace: str = Field(default="mahavishnu", description="Kubernetes namespace.")
     container_image: str = Field(default="python:3.13-slim", description="Kubernetes container image.")
     labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels.")
+    kubeconfig: str | None = Field(default=None, description="Kubernetes: kubeconfig path (default KUBECONFIG, "
+                                                             "~/.kube/config, then in-cluster).")
+    kube_context: str | None = Field(default=None, description="Kubernetes: kubeconfig context to use.")
+    api_token_env: str | None = Field(default=None, description="Kubernetes with endpoint as the API URL: the "
+                                                                "variable holding the bearer token.")
+    cpu_request: str | None = Field(default=None, description="Kubernetes: CPU request per task pod, e.g. 250m.")
+    memory_request: str | None = Field(default=None, description="Kubernetes: memory request, e.g. 256Mi.")
+    cpu_limit: str | None = Field(default=None, description="Kubernetes: CPU limit per task pod.")
+    memory_limit: str | None = Field(default=None, description="Kubernetes: memory limit per task pod.")
 
     @field_validator("name")
     @classmethod

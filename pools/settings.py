@@ -63,6 +63,9 @@ class Settings(BaseModel):
                                         description="Bearer tokens by peer endpoint URL.")
     ecosystem_file: Path | None = Field(default=None, description="Candidate peers for discover; default "
                                                                   "$MAHAVISHNU_HOME/ecosystem.yaml.")
+    k8s_poll_interval_s: float = Field(default=0.5, gt=0, description="How often Kubernetes Jobs are checked.")
+    k8s_pending_timeout_s: float = Field(default=120.0, gt=0, description="A Job whose pod has not started by "
+                                                                          "then fails with the reason.")
     event_log: str | None = Field(default=None, description="Also write every event as a JSON line to this file "
                                                             "path, or 'stderr'.")
     task_type_refs: dict[str, str] = Field(
