@@ -334,6 +334,7 @@ class KubernetesBackend(PoolBackend):
                 why = self._unschedulable(pod) or "its pod stayed Pending"
                 self._end(batch, index, TaskState.FAILED, None,
                           f"the Job never started within {self._pending_timeout:g}s: {why}", fault=True)
+        # Pods first (their logs say what failed), then what the Job as a whole says.
         conditions = {c.type: c for c in (job.status.conditions or [])} if job.status else {}
         failed = conditions.get("Failed")
         if failed is not None and failed.status == "True":
@@ -374,6 +375,12 @@ class KubernetesBackend(PoolBackend):
         if batch.failures[index] <= retries:
             return  # Kubernetes starts another pod (backoffLimit)
         error = (result or {}).get("error") if isinstance(result, dict) else None
+        job = batch.jobs[index]
+        if error is None and time.monotonic() - batch.created >= job.timeout:
+            # Killed at the deadline before the Job's condition said so.
+            self._end(batch, index, TaskState.TIMED_OUT, None, f"timed out after {job.timeout:g}s (the Job's "
+                      "activeDeadlineSeconds); its pods were stopped")
+            return
         self._end(batch, index, TaskState.FAILED, None,
                   error or f"pod {pod.metadata.name} {phase.lower()} without a result line; log tail: "
                            f"{str(log)[-500:]}")
