@@ -10,6 +10,7 @@ $MAHAVISHNU_HOME/ecosystem.yaml (or settings `ecosystem_file`):
     kubernetes:
       - name: cluster-a
         namespace: mahavishnu
+        context: prod-east                      # or kubeconfig: /path, or endpoint + api_token_env
 
 Without a file, the local default peer (http://127.0.0.1:8678/mcp) is probed.
 """
@@ -44,6 +45,19 @@ class KubernetesEntry(BaseModel):
     name: str
     namespace: str = "mahavishnu"
     container_image: str = "python:3.13-slim"
+    kubeconfig: str | None = None
+    context: str | None = None
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    api_token_env: str | None = None
+    max_workers: int = 10
+
+    def pool_config(self) -> Any:
+        from pools.models import PoolConfig, PoolType
+
+        return PoolConfig(name=self.name, type=PoolType.KUBERNETES, namespace=self.namespace,
+                          container_image=self.container_image, kubeconfig=self.kubeconfig,
+                          kube_context=self.context, endpoint=self.endpoint, api_token_env=self.api_token_env,
+                          max_workers=self.max_workers, labels={"discovered": "ecosystem"})
 
 
 class Ecosystem(BaseModel):
@@ -101,6 +115,12 @@ async def probe_peer(entry: PeerEntry, token: str | None) -> tuple[bool, str, in
     return True, f"healthy: /health {how}, {len(tools)} MCP tools", len(tools), []
 
 
+async def _probe_cluster(manager: Any, config: Any) -> str:
+    from pools.backends.kubernetes import KubernetesBackend
+
+    return await KubernetesBackend("pool_probe", config, manager, context={}).probe()
+
+
 async def discover(manager: Any, ecosystem_file: Path | None, use_file: bool, auto_register: bool) -> DiscoverReport:
     from pools.models import PoolConfig, PoolType
 
@@ -136,7 +156,22 @@ async def discover(manager: Any, ecosystem_file: Path | None, use_file: bool, au
                                 detail=detail, tools=tools, missing_tools=missing, registered=pool is not None,
                                 pool_id=pool.pool_id if pool else None, action=action))
     for k8s in ecosystem.kubernetes:
-        found.append(Discovered(name=k8s.name, kind="kubernetes", namespace=k8s.namespace, healthy=False,
-                                detail="kubernetes pools are not available in this build yet", registered=False,
-                                action="skipped: pool type not available"))
+        config = k8s.pool_config()
+        pool = next((p for p in manager.list_pools(pool_type=PoolType.KUBERNETES)
+                     if p.namespace == k8s.namespace and p.endpoint == k8s.endpoint), None)
+        try:
+            detail, healthy = await _probe_cluster(manager, config), True
+        except PoolError as exc:
+            detail, healthy = exc.message, False
+        action = "already registered" if pool else ("not registered (pass auto_register)" if healthy
+                                                    else "skipped: not healthy")
+        if healthy and pool is None and auto_register:
+            try:
+                pool = await manager.register(config)
+                action, registered_now = "registered now", registered_now + 1
+            except PoolError as exc:
+                action = f"registration failed: {exc.message}"
+        found.append(Discovered(name=k8s.name, kind="kubernetes", endpoint=k8s.endpoint, namespace=k8s.namespace,
+                                healthy=healthy, detail=detail, registered=pool is not None,
+                                pool_id=pool.pool_id if pool else None, action=action))
     return DiscoverReport(source=source, found=found, registered_now=registered_now)

@@ -180,3 +180,20 @@ async def test_workers_are_the_running_pods(manager: PoolManager, kube: FakeKube
     for t in tasks:
         await manager.cancel(t.task_id)
     await asyncio.sleep(0)
+
+
+@fake_only
+async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kube: FakeKube, tmp_path: Path) -> None:
+    from pools.discovery import discover
+
+    eco = tmp_path / "eco.yaml"
+    eco.write_text(f"kubernetes:\n  - name: cloud\n    namespace: batch\n    endpoint: {kube.url}\n"
+                   "    api_token_env: TEST_KUBE_TOKEN\n  - name: offline\n    endpoint: http://127.0.0.1:9\n")
+    report = await discover(manager, eco, use_file=True, auto_register=True)
+    found = {f.name: f for f in report.found}
+    assert found["cloud"].healthy and found["cloud"].action == "registered now"
+    assert "namespace 'batch' will be created" in found["cloud"].detail
+    assert not found["offline"].healthy and "cannot reach the Kubernetes API" in found["offline"].detail
+    assert [p.name for p in manager.list_pools()] == ["cloud"]
+    done = await manager.execute("cloud", "echo", {"x": 1})
+    assert done.state is TaskState.COMPLETED

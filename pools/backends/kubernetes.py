@@ -151,6 +151,23 @@ class KubernetesBackend(PoolBackend):
             raise self._explain(exc, "connecting") from exc
         await self._ensure_namespace()
 
+    async def probe(self) -> str:
+        """Read-only reachability check (for discovery): raises PoolUnavailable, else says what it saw."""
+        try:
+            await asyncio.to_thread(self._connect_sync)
+        except PoolUnavailable:
+            raise
+        except Exception as exc:
+            raise self._explain(exc, "connecting") from exc
+        try:
+            await asyncio.to_thread(self._batch_api.list_namespaced_job, self.config.namespace, limit=1,
+                                    _request_timeout=10)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return f"reachable; namespace {self.config.namespace!r} will be created"
+            raise self._explain(exc, "listing Jobs") from exc
+        return f"reachable; namespace {self.config.namespace!r} exists"
+
     async def start(self) -> None:
         try:
             await self.verify()
