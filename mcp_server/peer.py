@@ -127,8 +127,11 @@ def build_peer(manager: PoolManager) -> MCPServer:
 
     async def run_one(pool_id: str, prompt: str, context: dict[str, Any] | None,
                       timeout: float | None) -> PeerExecution:
-        pool_view(pool_id)  # exists?
         spec = (context or {}).get("mahavishnu")
+        if isinstance(spec, dict) and pool_id not in peer_ids():
+            # Several replicas behind one Service (Kubernetes warm mode) each make the pool on first use.
+            await create_pool(pool_id)
+        pool_view(pool_id)  # exists?
         if isinstance(spec, dict) and spec.get("task_type"):
             task_type, payload = str(spec["task_type"]), dict(spec.get("payload") or {})
         else:

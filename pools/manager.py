@@ -194,8 +194,8 @@ class PoolManager:
                                  poll_interval=self.settings.k8s_poll_interval_s,
                                  pending_timeout=self.settings.k8s_pending_timeout_s)
 
-    async def _start_backend(self, pool: _Pool) -> None:
-        backend = self._make_backend(pool)
+    async def _start_backend(self, pool: _Pool, backend: PoolBackend | None = None) -> None:
+        backend = backend or self._make_backend(pool)
         try:
             await backend.start()
         except PoolError as exc:
@@ -274,14 +274,15 @@ class PoolManager:
         if config.type is PoolType.SESSION_BUDDY:  # a peer always manages three workers
             config = config.model_copy(update={"min_workers": 3, "max_workers": 3})
         pool = _Pool(new_pool_id(), config, _now())
-        await self._make_backend(pool).verify()  # fails early: unknown type, unreachable peer, missing tools
+        backend = self._make_backend(pool)
+        await backend.verify()  # fails early: unknown type, unreachable peer, missing tools, no cluster
         self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
                                PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
         self._pools[pool.pool_id] = pool
         self._event("pool_registered", pool.pool_id, data={"name": config.name,
                                                           "pool_type": config.type.value})
         if self.started:
-            await self._start_backend(pool)
+            await self._start_backend(pool, backend)
         self.store.commit()
         return self.pool_info(pool)
 

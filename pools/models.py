@@ -96,6 +96,11 @@ class PoolConfig(Model):
     memory_request: str | None = Field(default=None, description="Kubernetes: memory request, e.g. 256Mi.")
     cpu_limit: str | None = Field(default=None, description="Kubernetes: CPU limit per task pod.")
     memory_limit: str | None = Field(default=None, description="Kubernetes: memory limit per task pod.")
+    warm: bool = Field(default=False, description="Kubernetes: keep warm workers, a Deployment of the peer server "
+                                                  "with a Service and a HorizontalPodAutoscaler (min..max replicas), "
+                                                  "instead of a Job per task. The image must have this package.")
+    cpu_target_percent: int = Field(default=70, ge=1, le=100, description="Kubernetes warm mode: the HPA's CPU "
+                                                                          "utilization target.")
 
     @field_validator("name")
     @classmethod

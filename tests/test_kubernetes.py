@@ -197,3 +197,28 @@ async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kub
     assert [p.name for p in manager.list_pools()] == ["cloud"]
     done = await manager.execute("cloud", "echo", {"x": 1})
     assert done.state is TaskState.COMPLETED
+
+
+@fake_only
+async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(manager: PoolManager,
+                                                                         kube: FakeKube) -> None:
+    import shutil
+
+    assert shutil.which("mahavishnu"), "the warm Deployment's container runs the installed `mahavishnu`"
+    pool = await manager.register(cluster(kube, name="warm", warm=True, min_workers=1, max_workers=4,
+                                          cpu_target_percent=60))
+    assert pool.status.value == "running" and pool.workers == 3
+    objects = {kind: obj for (kind, ns, _), obj in kube.objects.items() if ns == "tasks"}
+    hpa = objects["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
+    assert hpa["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    assert hpa["scaleTargetRef"]["kind"] == "Deployment"
+    container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:3] == ["mahavishnu", "peer", "serve"] and "--host" in container["command"]
+    assert objects["Service"]["spec"]["ports"][0]["port"] == 8678
+    done = await manager.execute("warm", "analyze", {"sources": {"w.py": "import os\n"}})
+    assert done.state is TaskState.COMPLETED and done.result["count"] == 1
+    assert kube.jobs == {}  # warm tasks are no Jobs: they go to the Service over MCP
+    await manager.close_pool("warm")
+    assert not [k for k in kube.objects if k[1] == "tasks"]
+    await wait_until(lambda: kube.running_processes() == 0, what="the warm peer to stop")

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ STDLIB_TYPES = {"echo", "shell", "python"}
 POOL_LABEL = "mahavishnu.io/pool"
 TASK_LABEL = "mahavishnu.io/task"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+WARM_PORT = 8678
 
 
 def dns_name(*parts: str) -> str:
@@ -79,6 +81,8 @@ class KubernetesBackend(PoolBackend):
         self._dispatch_scheduled = False
         self._monitor: asyncio.Task[None] | None = None
         self._limit = config.max_workers
+        self._warm: Any = None  # warm mode: the peer behind the Service, reached like a session-buddy pool
+        self._warm_token: str | None = None
 
     # -- connection ---------------------------------------------------------------------
     def _connect_sync(self) -> None:
@@ -150,6 +154,105 @@ class KubernetesBackend(PoolBackend):
         except Exception as exc:
             raise self._explain(exc, "connecting") from exc
         await self._ensure_namespace()
+        if self.config.warm:
+            await self._warm_up()
+
+    # -- warm mode: a Deployment of the peer server, a Service and an HPA ------------------------
+    def _warm_names(self) -> tuple[str, dict[str, str]]:
+        name = dns_name("mhv-warm", self.pool_id)
+        return name, {POOL_LABEL: self.pool_id, "app.kubernetes.io/name": name,
+                      "app.kubernetes.io/managed-by": "mahavishnu"}
+
+    async def _warm_up(self) -> None:
+        """Create (or find) the warm objects, wait for a ready replica, and talk to it over MCP."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self._core.api_client)
+        autoscaling = client.AutoscalingV2Api(self._core.api_client)
+        ns, c = self.config.namespace, self.config
+        name, labels = self._warm_names()
+        token = self._warm_token or secrets.token_hex(24)
+        resources = {"requests": {"cpu": c.cpu_request or "250m", **({"memory": c.memory_request}
+                                                                     if c.memory_request else {})}}
+        limits = {k: v for k, v in (("cpu", c.cpu_limit), ("memory", c.memory_limit)) if v}
+        if limits:
+            resources["limits"] = limits
+        bodies = [
+            ("Secret", self._core.create_namespaced_secret, {
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels},
+                "stringData": {"token": token}}),
+            ("Deployment", apps.create_namespaced_deployment, {
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+                "spec": {"replicas": max(1, c.min_workers), "selector": {"matchLabels": labels}, "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{
+                        "name": "peer", "image": c.container_image,
+                        "command": ["mahavishnu", "peer", "serve", "--host", "0.0.0.0", "--port", str(WARM_PORT)],
+                        "env": [{"name": "MAHAVISHNU_PEER_TOKEN",
+                                 "valueFrom": {"secretKeyRef": {"name": name, "key": "token"}}},
+                                {"name": "MAHAVISHNU_HOME", "value": f"/tmp/mahavishnu-{name}"}],
+                        "ports": [{"containerPort": WARM_PORT, "name": "mcp"}],
+                        "readinessProbe": {"httpGet": {"path": "/health", "port": WARM_PORT}},
+                        "resources": resources}]}}}}),
+            ("Service", self._core.create_namespaced_service, {
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+                "spec": {"selector": labels, "ports": [{"name": "mcp", "port": WARM_PORT,
+                                                        "targetPort": WARM_PORT}]}}),
+            ("HorizontalPodAutoscaler", autoscaling.create_namespaced_horizontal_pod_autoscaler, {
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                         "minReplicas": max(1, c.min_workers), "maxReplicas": c.max_workers,
+                         "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                             "type": "Utilization", "averageUtilization": c.cpu_target_percent}}}]}}),
+        ]
+        for kind, create, body in bodies:
+            try:
+                await asyncio.to_thread(create, ns, body, _request_timeout=15)
+            except Exception as exc:
+                if getattr(exc, "status", None) != 409:
+                    raise self._explain(exc, f"creating the warm {kind} {name}") from exc
+        secret = await self._call("reading the warm Secret", self._core.read_namespaced_secret, name, ns)
+        import base64
+
+        data = secret.data or {}
+        self._warm_token = base64.b64decode(data["token"]).decode() if "token" in data else token
+        deadline = time.monotonic() + self._pending_timeout
+        while True:
+            deployment = await self._call("reading the warm Deployment", apps.read_namespaced_deployment, name, ns)
+            ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
+            if ready:
+                break
+            if time.monotonic() > deadline:
+                raise PoolUnavailable(f"the warm Deployment {name} has no ready replica after "
+                                      f"{self._pending_timeout:g}s; `kubectl -n {ns} describe deployment {name}`")
+            await asyncio.sleep(self._poll)
+        service = await self._call("reading the warm Service", self._core.read_namespaced_service, name, ns)
+        url = c.labels.get("warm_endpoint") or f"http://{service.spec.cluster_ip}:{WARM_PORT}/mcp"
+        from pools.backends.session_buddy import PEER_WORKERS, SessionBuddyBackend
+        from pools.models import PoolType
+
+        peer_config = c.model_copy(update={"type": PoolType.SESSION_BUDDY, "endpoint": url})
+        self._warm = SessionBuddyBackend(self.pool_id, peer_config, self.sink, token=self._warm_token,
+                                         health_interval=max(self._poll, 0.5), slots=PEER_WORKERS * ready)
+        await self._warm.verify()
+        await self._warm.start()
+        self._error = None
+
+    async def _warm_down(self) -> None:
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self._core.api_client)
+        autoscaling = client.AutoscalingV2Api(self._core.api_client)
+        name, _ = self._warm_names()
+        ns = self.config.namespace
+        deletes: list[Any] = [autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+                              self._core.delete_namespaced_service, apps.delete_namespaced_deployment,
+                              self._core.delete_namespaced_secret]
+        for delete in deletes:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(delete, name, ns, body={"propagationPolicy": "Foreground"},
+                                        _request_timeout=15)
 
     async def probe(self) -> str:
         """Read-only reachability check (for discovery): raises PoolUnavailable, else says what it saw."""
@@ -169,17 +272,22 @@ class KubernetesBackend(PoolBackend):
         return f"reachable; namespace {self.config.namespace!r} exists"
 
     async def start(self) -> None:
-        try:
-            await self.verify()
-            self._error = None
-        except PoolUnavailable as exc:
-            self._error = exc.message
+        if self._core is None or (self.config.warm and self._warm is None):  # not verified yet
+            try:
+                await self.verify()
+                self._error = None
+            except PoolUnavailable as exc:
+                self._error = exc.message
         self._monitor = asyncio.create_task(self._watch())
 
     async def close(self, *, abandon: bool = False) -> None:
         self._closed = True
         if self._monitor:
             self._monitor.cancel()
+        if self._warm is not None:
+            await self._warm.close(abandon=abandon)
+        if self.config.warm and not abandon and self._core is not None:
+            await self._warm_down()
         while self._queue:
             job = self._queue.popleft()
             if not abandon:
@@ -197,6 +305,8 @@ class KubernetesBackend(PoolBackend):
 
     # -- tasks --------------------------------------------------------------------------
     def accepts(self, task_type: str) -> str | None:
+        if self.config.warm:
+            return None  # the warm image runs the peer server, so it has the package and every type
         stock = self.config.container_image.split("/")[-1].startswith("python:")
         if stock and task_type not in STDLIB_TYPES:
             return (f"image {self.config.container_image} runs only {', '.join(sorted(STDLIB_TYPES))}; for "
@@ -209,16 +319,23 @@ class KubernetesBackend(PoolBackend):
         refusal = self.accepts(job.task_type)
         if refusal:
             raise PoolUnavailable(refusal, field="task_type")
+        if self._warm is not None:
+            self._warm.submit(job)
+            return
         self._queue.append(job)
         self._schedule_dispatch()
 
     def take_queued(self, limit: int) -> list[Job]:
+        if self._warm is not None:
+            return list(self._warm.take_queued(limit))
         taken: list[Job] = []
         while self._queue and len(taken) < limit:
             taken.append(self._queue.pop())
         return taken
 
     def cancel(self, task_id: str) -> bool:
+        if self._warm is not None:
+            return bool(self._warm.cancel(task_id))
         for job in self._queue:
             if job.task_id == task_id:
                 self._queue.remove(job)
@@ -461,6 +578,8 @@ class KubernetesBackend(PoolBackend):
         return target
 
     def snapshot(self) -> BackendSnapshot:
+        if self._warm is not None and not self._error:
+            return self._warm.snapshot()  # type: ignore[no-any-return]
         if self._closed:
             status, reason = PoolStatus.STOPPED, "closed"
         elif self._error:

@@ -34,8 +34,9 @@ TERMINAL = {s.value for s in TaskState if s.terminal}
 
 class SessionBuddyBackend(PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, token: str | None = None,
-                 health_interval: float = 2.0) -> None:
+                 health_interval: float = 2.0, slots: int = PEER_WORKERS) -> None:
         super().__init__(pool_id, config, sink)
+        self.slots = slots  # tasks in flight at once: 3 per peer (more behind a Service of several)
         assert config.endpoint
         self.client = PeerClient(config.endpoint, token)
         self._interval = health_interval
@@ -152,7 +153,7 @@ class SessionBuddyBackend(PoolBackend):
     def _pump(self) -> None:
         if self._closed or self._failures >= FAILED_AFTER:
             return
-        while self._queue and len(self._running) < PEER_WORKERS:
+        while self._queue and len(self._running) < self.slots:
             job = self._queue.popleft()
             job.attempts += 1
             self._running[job.task_id] = (job, asyncio.create_task(self._run(job)))

@@ -62,6 +62,8 @@ class FakeKube:
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self.logs: dict[tuple[str, str], str] = {}
         self.procs: dict[tuple[str, str], subprocess.Popen[str]] = {}
+        # apps/v1 Deployments, v1 Services and Secrets, autoscaling/v2 HPAs, by (kind, namespace, name)
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
         self._server: uvicorn.Server | None = None
@@ -91,8 +93,108 @@ class FakeKube:
             Route(ns + "/{ns}/pods/{name}", self.pod_view, methods=["GET"]),
             Route(ns + "/{ns}/pods/{name}/log", self.log_view, methods=["GET"]),
             Route(ns + "/{ns}/configmaps", self.configmaps_view, methods=["GET", "POST"]),
+            *[Route(prefix + "/namespaces/{ns}/" + plural, self.objects_view(kind, api), methods=["GET", "POST"])
+              for kind, api, prefix, plural in self.KINDS],
+            *[Route(prefix + "/namespaces/{ns}/" + plural + "/{name}", self.object_view(kind),
+                    methods=["GET", "DELETE"]) for kind, api, prefix, plural in self.KINDS],
             Route(ns + "/{ns}/configmaps/{name}", self.configmap_view, methods=["GET", "DELETE"]),
         ])
+
+    KINDS = (("Deployment", "apps/v1", "/apis/apps/v1", "deployments"),
+             ("Service", "v1", "/api/v1", "services"),
+             ("Secret", "v1", "/api/v1", "secrets"),
+             ("HorizontalPodAutoscaler", "autoscaling/v2", "/apis/autoscaling/v2", "horizontalpodautoscalers"))
+
+    def objects_view(self, kind: str, api: str) -> Any:
+        async def view(request: Request) -> Response:
+            namespace = request.path_params["ns"]
+            denied = self.guard(request, namespace)
+            if denied:
+                return denied
+            if request.method == "GET":
+                items = [o for (k, n, _), o in self.objects.items() if k == kind and n == namespace]
+                return JSONResponse({"kind": f"{kind}List", "apiVersion": api, "metadata": {}, "items": items})
+            body = await request.json()
+            name = body["metadata"]["name"]
+            if (kind, namespace, name) in self.objects:
+                return status(409, "AlreadyExists", f'{kind.lower()}s "{name}" already exists')
+            extra = {k: v for k, v in body.items() if k not in ("kind", "apiVersion", "metadata")}
+            obj = self._meta_obj(kind, api, name, namespace, body["metadata"].get("labels"), **extra)
+            if kind == "Secret" and "stringData" in obj:  # stored, and read back, base64-encoded
+                import base64
+
+                obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in obj.pop("stringData").items()}
+            if kind == "Service":  # the cluster assigns the address; here, loopback
+                obj["spec"]["clusterIP"] = "127.0.0.1"
+            self.objects[(kind, namespace, name)] = obj
+            if kind == "Deployment":
+                obj["status"] = {"replicas": 0, "readyReplicas": 0, "availableReplicas": 0}
+                threading.Thread(target=self.run_deployment, args=(namespace, name), daemon=True).start()
+            return JSONResponse(obj, status_code=201)
+        return view
+
+    def object_view(self, kind: str) -> Any:
+        async def view(request: Request) -> Response:
+            namespace, name = request.path_params["ns"], request.path_params["name"]
+            denied = self.guard(request, namespace)
+            if denied:
+                return denied
+            key = (kind, namespace, name)
+            if key not in self.objects:
+                return status(404, "NotFound", f'{kind.lower()}s "{name}" not found')
+            if request.method == "GET":
+                return JSONResponse(self.objects[key])
+            del self.objects[key]
+            if kind == "Deployment":
+                for pod_key, pod in list(self.pods.items()):
+                    if pod["metadata"]["labels"].get("mahavishnu.io/deployment") == name:
+                        self.kill(pod_key)
+                        del self.pods[pod_key]
+            return JSONResponse({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+        return view
+
+    def run_deployment(self, namespace: str, name: str) -> None:
+        """Start the replicas as local processes; ready once the container answers /health."""
+        import urllib.request
+
+        deployment = self.objects[("Deployment", namespace, name)]
+        template = deployment["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        port = container["ports"][0]["containerPort"]
+        for _ in range(deployment["spec"].get("replicas", 1)):
+            pod_name = f"{name}-{uuid.uuid4().hex[:5]}"
+            labels = {**template["metadata"].get("labels", {}), "mahavishnu.io/deployment": name}
+            pod = self._meta_obj("Pod", "v1", pod_name, namespace, labels, spec=template["spec"],
+                                 status={"phase": "Running", "startTime": now()})
+            key = (namespace, pod_name)
+            env = {**os.environ, **{e["name"]: self.env_value(namespace, e) for e in container.get("env", [])}}
+            proc = subprocess.Popen(container["command"] + container.get("args", []), env=env, text=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            with self.lock:
+                self.pods[key] = pod
+                self.procs[key] = proc
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ("Deployment", namespace, name) in self.objects:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        with self.lock:
+            n = deployment["spec"].get("replicas", 1)
+            deployment["status"] = {"replicas": n, "readyReplicas": n, "availableReplicas": n}
+
+    def env_value(self, namespace: str, entry: dict[str, Any]) -> str:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            import base64
+
+            secret = self.objects.get(("Secret", namespace, ref["name"]), {})
+            data = secret.get("data") or {}
+            if ref["key"] in data:
+                return base64.b64decode(data[ref["key"]]).decode()
+            return str((secret.get("stringData") or {}).get(ref["key"], ""))
+        return str(entry.get("value", ""))
 
     def guard(self, request: Request, namespace: str | None) -> Response | None:
         self.requests.append((request.method, request.url.path))
