@@ -222,3 +222,33 @@ async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(manage
     await manager.close_pool("warm")
     assert not [k for k in kube.objects if k[1] == "tasks"]
     await wait_until(lambda: kube.running_processes() == 0, what="the warm peer to stop")
+
+
+@pytest.mark.parametrize(("task_type", "payload", "expected"), [
+    ("echo", {"items": [1, 2]}, {"echo": {"items": [1, 2]}, "count": 2}),
+    ("shell", {"argv": ["sh", "-c", "echo out"]}, {"exit_code": 0, "stdout": "out\n", "stderr": "",
+                                                   "truncated": False}),
+    ("python", {"target": "json:dumps", "args": [[1]]}, {"value": "[1]"}),
+])
+def test_the_job_runner_works_without_the_package(task_type: str, payload: dict[str, object],
+                                                   expected: object) -> None:
+    """As in a stock python image: no site-packages (-S), no environment paths (-I)."""
+    import json
+    import subprocess
+    import sys
+
+    from pools.backends.kubernetes import MARKER, RUNNER
+    from pools.task_types import TaskTypeRegistry
+
+    env = {"MAHAVISHNU_TASK": json.dumps({"task_type": task_type, "payload": payload}), "PATH": os.environ["PATH"]}
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", RUNNER], env=env, capture_output=True, text=True,
+                         timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1].removeprefix(MARKER))
+    assert out.returncode == 0 and result == {"ok": True, "result": expected}, out.stderr
+    # the same answer as the task type itself gives in a local worker
+    from pools.task_types.base import RunContext
+
+    assert TaskTypeRegistry([task_type]).get(task_type).run(payload, RunContext()) == expected
+    refused = subprocess.run([sys.executable, "-I", "-S", "-c", RUNNER], capture_output=True, text=True, timeout=60,
+                             env={**env, "MAHAVISHNU_TASK": json.dumps({"task_type": "analyze", "payload": {}})})
+    assert refused.returncode == 1 and "needs an image with mahavishnu-pools installed" in refused.stdout

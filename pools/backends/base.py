@@ -9,6 +9,7 @@ what it drives (subprocesses, MCP clients, the Kubernetes API) at its own edge.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +56,39 @@ class TaskSink(Protocol):
         task's own code; distribution retries such a shard on another pool."""
 
     def pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None: ...
+
+
+class JobQueue:
+    """The waiting-room every backend keeps: jobs not yet handed to a worker, pod or peer."""
+
+    sink: TaskSink
+
+    def __init__(self) -> None:
+        self._queue: deque[Job] = deque()
+
+    def take_queued(self, limit: int) -> list[Job]:
+        """Remove up to `limit` jobs that have not started, newest first, for another pool to run."""
+        taken: list[Job] = []
+        while self._queue and len(taken) < limit:
+            taken.append(self._queue.pop())
+        return taken
+
+    def _cancel_queued(self, task_id: str) -> bool:
+        for job in self._queue:
+            if job.task_id == task_id:
+                self._queue.remove(job)
+                self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled while queued", None)
+                return True
+        return False
+
+    def _drain_queue(self, abandon: bool) -> None:
+        """On close: queued jobs end cancelled (a pool fault: distribution retries them elsewhere),
+        unless the owner is shutting down and leaves them for the next owner to reconcile."""
+        while self._queue:
+            job = self._queue.popleft()
+            if not abandon:
+                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None, "the pool was closed before it ran",
+                                        None, pool_fault=True)
 
 
 class PoolBackend(ABC):

@@ -1,4 +1,4 @@
-"""What a Kubernetes Job's container runs: `python -c <this file's source>`.
+"""What a Kubernetes Job's container runs: `python -c <stdlib_runs.py + this file's source>`.
 
 Standard library only, so a stock `python:3.13-slim` image runs the stdlib task types
 (echo, shell, python); an image with this package installed (see kubernetes/Dockerfile) runs
@@ -9,10 +9,9 @@ the shards of an Indexed Job. The result leaves as the pod log's last line:
     MAHAVISHNU_RESULT {"ok": true, "result": ...}      or      {"ok": false, "error": "..."}
 """
 
-import importlib
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import traceback
 from typing import Any
@@ -20,46 +19,21 @@ from typing import Any
 MARKER = "MAHAVISHNU_RESULT "
 
 
-def _echo(payload: dict[str, Any]) -> Any:
-    items = payload.get("items")
-    return {"echo": payload, "count": len(items) if items is not None else 1}
-
-
-def _shell(payload: dict[str, Any]) -> Any:
-    env = dict(os.environ)
-    env.update(payload.get("env") or {})
-    proc = subprocess.run(payload["argv"], cwd=payload.get("cwd"), env=env, input=payload.get("stdin"),
-                          capture_output=True, text=True, errors="replace", check=False)
-    limit = 1000000
-    return {"exit_code": proc.returncode, "stdout": proc.stdout[:limit], "stderr": proc.stderr[:limit],
-            "truncated": len(proc.stdout) > limit or len(proc.stderr) > limit}
-
-
-def _python(payload: dict[str, Any]) -> Any:
-    module_name, _, attr = payload["target"].partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    value = obj(*payload.get("args", []), **payload.get("kwargs", {}))
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return {"value": repr(value), "repr": True}
-    return {"value": value}
-
-
-STDLIB_TYPES: dict[str, Any] = {"echo": _echo, "shell": _shell, "python": _python}
+# Imported as a module (tests, an image with the package) this finds the implementations; run
+# as a Job, stdlib_runs.py's source precedes this one and has defined STDLIB_RUNS already.
+with contextlib.suppress(ImportError):
+    from pools.task_types.stdlib_runs import STDLIB_RUNS
 
 
 def run(task: dict[str, Any]) -> Any:
     try:
         from pools.task_types import BUILTIN_TASK_TYPES, RunContext, load_ref  # an image with the package
     except ImportError:
-        if task["task_type"] not in STDLIB_TYPES:
-            known = ", ".join(sorted(STDLIB_TYPES))
+        if task["task_type"] not in STDLIB_RUNS:
+            known = ", ".join(sorted(STDLIB_RUNS))
             raise LookupError(f"task type {task['task_type']!r} needs an image with mahavishnu-pools installed "
                               f"(kubernetes/Dockerfile); this image runs only {known}") from None
-        return STDLIB_TYPES[task["task_type"]](task["payload"])
+        return STDLIB_RUNS[task["task_type"]](task["payload"])
     ref = task.get("type_ref") or BUILTIN_TASK_TYPES[task["task_type"]]
     return load_ref(ref)().run(task["payload"], RunContext.model_validate(task.get("context") or {}))
 

@@ -23,19 +23,21 @@ import json
 import os
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pools.backends.base import BackendSnapshot, Job, PoolBackend, TaskSink
+from pools.backends.base import BackendSnapshot, Job, JobQueue, PoolBackend, TaskSink
 from pools.errors import InvalidInput, PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
+from pools.task_types.stdlib_runs import STDLIB_RUNS
 
-RUNNER = (Path(__file__).with_name("k8s_runner.py")).read_text()
+# The Job's program: the stdlib task implementations, then the runner that picks one.
+RUNNER = (Path(__file__).parents[1] / "task_types" / "stdlib_runs.py").read_text() + "\n" + \
+    Path(__file__).with_name("k8s_runner.py").read_text()
 MARKER = "MAHAVISHNU_RESULT "
 IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-STDLIB_TYPES = {"echo", "shell", "python"}
+STDLIB_TYPES = set(STDLIB_RUNS)
 POOL_LABEL = "mahavishnu.io/pool"
 TASK_LABEL = "mahavishnu.io/task"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
@@ -62,15 +64,15 @@ class _Batch:
         return [i for i in range(len(self.jobs)) if i not in self.done]
 
 
-class KubernetesBackend(PoolBackend):
+class KubernetesBackend(JobQueue, PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, context: dict[str, Any],
                  poll_interval: float = 0.25, pending_timeout: float = 60.0, ttl_after_finished: int = 300) -> None:
-        super().__init__(pool_id, config, sink)
+        PoolBackend.__init__(self, pool_id, config, sink)
+        JobQueue.__init__(self)
         self._context = context
         self._poll = poll_interval
         self._pending_timeout = pending_timeout
         self._ttl = ttl_after_finished
-        self._queue: deque[Job] = deque()
         self._batches: dict[str, _Batch] = {}
         self._owner: dict[str, tuple[str, int]] = {}  # task id -> (job name, index)
         self._running_pods: list[WorkerInfo] = []
@@ -146,13 +148,16 @@ class KubernetesBackend(PoolBackend):
                 raise self._explain(exc, f"creating namespace {ns!r}") from exc
         await self._call("listing Jobs", self._batch_api.list_namespaced_job, ns, limit=1)
 
-    async def verify(self) -> None:
+    async def _connect(self) -> None:
         try:
             await asyncio.to_thread(self._connect_sync)
         except PoolUnavailable:
             raise
         except Exception as exc:
             raise self._explain(exc, "connecting") from exc
+
+    async def verify(self) -> None:
+        await self._connect()
         await self._ensure_namespace()
         if self.config.warm:
             await self._warm_up()
@@ -256,12 +261,7 @@ class KubernetesBackend(PoolBackend):
 
     async def probe(self) -> str:
         """Read-only reachability check (for discovery): raises PoolUnavailable, else says what it saw."""
-        try:
-            await asyncio.to_thread(self._connect_sync)
-        except PoolUnavailable:
-            raise
-        except Exception as exc:
-            raise self._explain(exc, "connecting") from exc
+        await self._connect()
         try:
             await asyncio.to_thread(self._batch_api.list_namespaced_job, self.config.namespace, limit=1,
                                     _request_timeout=10)
@@ -288,11 +288,7 @@ class KubernetesBackend(PoolBackend):
             await self._warm.close(abandon=abandon)
         if self.config.warm and not abandon and self._core is not None:
             await self._warm_down()
-        while self._queue:
-            job = self._queue.popleft()
-            if not abandon:
-                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None, "the pool was closed before it ran",
-                                        None, pool_fault=True)
+        self._drain_queue(abandon)
         for batch in list(self._batches.values()):
             for i in batch.unfinished():
                 batch.done.add(i)
@@ -328,19 +324,13 @@ class KubernetesBackend(PoolBackend):
     def take_queued(self, limit: int) -> list[Job]:
         if self._warm is not None:
             return list(self._warm.take_queued(limit))
-        taken: list[Job] = []
-        while self._queue and len(taken) < limit:
-            taken.append(self._queue.pop())
-        return taken
+        return JobQueue.take_queued(self, limit)
 
     def cancel(self, task_id: str) -> bool:
         if self._warm is not None:
             return bool(self._warm.cancel(task_id))
-        for job in self._queue:
-            if job.task_id == task_id:
-                self._queue.remove(job)
-                self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled while queued", None)
-                return True
+        if self._cancel_queued(task_id):
+            return True
         owner = self._owner.get(task_id)
         if owner is None or owner[0] not in self._batches:
             return False

@@ -32,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from pools.backends.base import BackendSnapshot, Job, PoolBackend, TaskSink
+from pools.backends.base import BackendSnapshot, Job, JobQueue, PoolBackend, TaskSink
 from pools.backends.worker_process import READY
 from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
@@ -75,16 +75,16 @@ class _Worker:
             self.proc.kill()
 
 
-class LocalBackend(PoolBackend):
+class LocalBackend(JobQueue, PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, context: dict[str, Any],
                  idle_timeout: float = 30.0, crash_window: float = 60.0, crash_threshold: int = 3) -> None:
-        super().__init__(pool_id, config, sink)
+        PoolBackend.__init__(self, pool_id, config, sink)
+        JobQueue.__init__(self)
         self._context_blob = pickle.dumps(context)
         self._idle_timeout = idle_timeout
         self._crash_window = crash_window
         self._crash_threshold = crash_threshold
         self._workers: dict[str, _Worker] = {}
-        self._queue: deque[Job] = deque()
         self._ids = count(1)
         self._crashes: deque[tuple[float, str]] = deque()
         self._target = config.min_workers
@@ -109,11 +109,7 @@ class LocalBackend(PoolBackend):
         self._closed = True
         if self._reaper:
             self._reaper.cancel()
-        while self._queue:
-            job = self._queue.popleft()
-            if not abandon:
-                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
-                                        "the pool was closed before it ran", None, pool_fault=True)
+        self._drain_queue(abandon)
         workers = list(self._workers.values())
         for worker in workers:
             if worker.job is not None:
@@ -141,23 +137,14 @@ class LocalBackend(PoolBackend):
         self._pump()
 
     def cancel(self, task_id: str) -> bool:
-        for job in self._queue:
-            if job.task_id == task_id:
-                self._queue.remove(job)
-                self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled while queued", None)
-                return True
+        if self._cancel_queued(task_id):
+            return True
         for worker in self._workers.values():
             if worker.job is not None and worker.job.task_id == task_id:
                 self._end_running(worker, TaskState.CANCELLED, "cancelled while running; its worker was "
                                   "stopped and replaced")
                 return True
         return False
-
-    def take_queued(self, limit: int) -> list[Job]:
-        taken: list[Job] = []
-        while self._queue and len(taken) < limit:
-            taken.append(self._queue.pop())
-        return taken
 
     def _pump(self) -> None:
         """Hand queued jobs to idle workers; grow the pool when jobs still wait."""

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
 
-from pools.backends.base import BackendSnapshot, Job, PoolBackend, TaskSink
+from pools.backends.base import BackendSnapshot, Job, JobQueue, PoolBackend, TaskSink
 from pools.errors import InvalidInput, PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 from pools.peer_client import PeerClient, PeerReply
@@ -32,15 +31,15 @@ FAILED_AFTER = 3  # consecutive failed probes before degraded becomes failed
 TERMINAL = {s.value for s in TaskState if s.terminal}
 
 
-class SessionBuddyBackend(PoolBackend):
+class SessionBuddyBackend(JobQueue, PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, token: str | None = None,
                  health_interval: float = 2.0, slots: int = PEER_WORKERS) -> None:
-        super().__init__(pool_id, config, sink)
+        PoolBackend.__init__(self, pool_id, config, sink)
+        JobQueue.__init__(self)
         self.slots = slots  # tasks in flight at once: 3 per peer (more behind a Service of several)
         assert config.endpoint
         self.client = PeerClient(config.endpoint, token)
         self._interval = health_interval
-        self._queue: deque[Job] = deque()
         self._running: dict[str, tuple[Job, asyncio.Task[None]]] = {}
         self._workers: list[WorkerInfo] = []
         self._failures = 0
@@ -71,11 +70,7 @@ class SessionBuddyBackend(PoolBackend):
         self._closed = True
         if self._monitor:
             self._monitor.cancel()
-        while self._queue:
-            job = self._queue.popleft()
-            if not abandon:
-                self.sink.task_finished(job.task_id, TaskState.CANCELLED, None, "the pool was closed before it ran",
-                                        None, pool_fault=True)
+        self._drain_queue(abandon)
         for task_id, (_, runner) in list(self._running.items()):
             runner.cancel()
             if not abandon:
@@ -129,18 +124,9 @@ class SessionBuddyBackend(PoolBackend):
         self._queue.append(job)
         self._pump()
 
-    def take_queued(self, limit: int) -> list[Job]:
-        taken: list[Job] = []
-        while self._queue and len(taken) < limit:
-            taken.append(self._queue.pop())
-        return taken
-
     def cancel(self, task_id: str) -> bool:
-        for job in self._queue:
-            if job.task_id == task_id:
-                self._queue.remove(job)
-                self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled while queued", None)
-                return True
+        if self._cancel_queued(task_id):
+            return True
         entry = self._running.pop(task_id, None)
         if entry is None:
             return False

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pools.task_types.base import RunContext, TaskType, chunk
+from pools.task_types.stdlib_runs import run_echo
 
 
 class EchoPayload(BaseModel):
@@ -22,8 +23,7 @@ class EchoTask(TaskType):
     idempotent = True
 
     def run(self, payload: dict[str, Any], context: RunContext) -> Any:
-        items = payload.get("items")
-        return {"echo": payload, "count": len(items) if items is not None else 1}
+        return run_echo(payload)
 
     def split(self, payload: dict[str, Any], n: int) -> list[dict[str, Any]]:
         items = payload.get("items")

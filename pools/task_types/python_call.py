@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pools.task_types.base import RunContext, TaskType
+from pools.task_types.stdlib_runs import run_python
 
 
 class PythonPayload(BaseModel):
@@ -30,16 +29,7 @@ class PythonCallTask(TaskType):
     executes_code = True
 
     def run(self, payload: dict[str, Any], context: RunContext) -> Any:
-        module_name, _, attr = payload["target"].partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        value = obj(*payload.get("args", []), **payload.get("kwargs", {}))
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            return {"value": repr(value), "repr": True}
-        return {"value": value}
+        return run_python(payload)
 
     def summarize(self, result: Any) -> str:
         text = repr(result.get("value")) if isinstance(result, dict) else repr(result)

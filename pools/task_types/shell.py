@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pools.task_types.base import RunContext, TaskType
-
-MAX_OUTPUT = 1_000_000  # bytes of stdout/stderr kept; the rest is cut and flagged
+from pools.task_types.stdlib_runs import run_shell
 
 
 class ShellPayload(BaseModel):
@@ -32,17 +29,7 @@ class ShellTask(TaskType):
     executes_code = True
 
     def run(self, payload: dict[str, Any], context: RunContext) -> Any:
-        env = {**os.environ, **(payload.get("env") or {})}
-        proc = subprocess.run(
-            payload["argv"], cwd=payload.get("cwd"), env=env, input=payload.get("stdin"),
-            capture_output=True, text=True, errors="replace", check=False,
-        )
-        return {
-            "exit_code": proc.returncode,
-            "stdout": proc.stdout[:MAX_OUTPUT],
-            "stderr": proc.stderr[:MAX_OUTPUT],
-            "truncated": len(proc.stdout) > MAX_OUTPUT or len(proc.stderr) > MAX_OUTPUT,
-        }
+        return run_shell(payload)
 
     def summarize(self, result: Any) -> str:
         if not isinstance(result, dict):
