@@ -212,37 +212,44 @@ class PoolManager:
         """Finish or re-queue what a previous owner left queued or running."""
         for row in self.store.unfinished_tasks():
             record = self._record_from_row(row)
-            pool = self._pools.get(record.pool_id)
             was_running = record.state is TaskState.RUNNING
-            try:
-                task_type = self.task_types.get(record.task_type)
-            except PoolError as exc:
-                task_type, why = None, exc.message
-            else:
-                why = ""
-            if pool is None or pool.backend is None:
-                why = why or f"its pool {record.pool_id} is closed or failed to start"
-            elif was_running and task_type is not None and not task_type.idempotent:
-                why = (f"the process running it (previous owner of {self.settings.home}) exited before it "
-                       f"finished; task type {record.task_type!r} is not idempotent, so it was not re-run")
-            if why or task_type is None or pool is None or pool.backend is None:
-                record.error = why if not was_running or why.startswith("the process") else (
-                    "the process running it exited before it finished; " + why)
-                record.state = TaskState.FAILED
-                record.finished_at = _now()
-                self.store.mark_finished(record)
-                self._event("task_reconciled", record.pool_id, record.task_id, {"outcome": "failed",
-                                                                                  "reason": record.error})
-                continue
-            reason = ("re-queued: the process running it exited before it finished" if was_running
-                      else "re-queued after a restart")
-            self.store.mark_queued(record.task_id, record.pool_id)
-            self._event("task_reconciled", record.pool_id, record.task_id, {"outcome": "requeued",
-                                                                              "reason": reason})
-            record.state = TaskState.QUEUED
-            self._live[record.task_id] = record
-            pool.backend.submit(Job(record.task_id, record.task_type, self.task_types.refs[record.task_type],
-                                    record.payload, record.timeout, record.retries, record.attempts))
+            why = self._why_not_requeue(record)
+            pool = self._pools.get(record.pool_id)
+            if why is None and pool is not None and pool.backend is not None:
+                job = Job(record.task_id, record.task_type, self.task_types.refs[record.task_type], record.payload,
+                          record.timeout, record.retries, record.attempts)
+                try:
+                    pool.backend.submit(job)
+                except PoolError as exc:
+                    why = f"its pool would not take it back: {exc.message}"
+                else:
+                    record.state = TaskState.QUEUED
+                    self._live[record.task_id] = record
+                    self.store.mark_queued(record.task_id, record.pool_id)
+                    self._event("task_reconciled", record.pool_id, record.task_id, {
+                        "outcome": "requeued", "reason": "re-queued: the process running it exited before it "
+                                                         "finished" if was_running else "re-queued after a restart"})
+                    continue
+            prefix = "the process running it exited before it finished; " if was_running else ""
+            record.state, record.finished_at = TaskState.FAILED, _now()
+            record.error = prefix + (why or "its pool is gone")
+            self.store.mark_finished(record)
+            self._event("task_reconciled", record.pool_id, record.task_id, {"outcome": "failed",
+                                                                              "reason": record.error})
+
+    def _why_not_requeue(self, record: TaskRecord) -> str | None:
+        """None when a task the previous owner left may run again here, else why not."""
+        try:
+            task_type = self.task_types.get(record.task_type)
+        except PoolError as exc:
+            return exc.message
+        pool = self._pools.get(record.pool_id)
+        if pool is None or pool.backend is None:
+            return f"its pool {record.pool_id} is closed or failed to start"
+        if record.state is TaskState.RUNNING and not task_type.idempotent:
+            return (f"it was running under the previous owner of {self.settings.home}; task type "
+                    f"{record.task_type!r} is not idempotent, so it was not re-run")
+        return None
 
     # -- events ---------------------------------------------------------------------------
     def _event(self, kind: str, pool_id: str | None = None, task_id: str | None = None,

@@ -91,3 +91,20 @@ def test_a_second_owner_is_refused_while_the_first_lives(home: Path) -> None:
 async def _start_and_close(home: Path) -> None:
     async with PoolManager(make_settings(home)):
         pass
+
+
+async def test_a_running_idempotent_task_is_rerun_after_a_restart(home: Path, gate: Path) -> None:
+    settings = make_settings(home, enabled_task_types=["gate"], task_type_refs={
+        "gate": "tests.helpers.gate_type:GateTask"})
+    async with PoolManager(settings) as first:
+        await first.register(PoolConfig(name="p", min_workers=1, max_workers=1))
+        task = await first.submit("p", "gate", {"gate": str(gate), "items": [3]})
+        while first.get_task(task.task_id).state is not TaskState.RUNNING:
+            await first.wait(task.task_id, 0.05)
+    # the owner went away while it ran; gate is idempotent, so the next owner runs it again
+    gate.touch()
+    async with PoolManager(settings) as second:
+        done = await second.wait(task.task_id, 30)
+        assert done.state is TaskState.COMPLETED and done.result["doubled"] == [6]
+        events = [(r["kind"], r["data"]) for r in second.store.events(50)]
+        assert any(k == "task_reconciled" and "requeued" in (d or "") for k, d in events)
