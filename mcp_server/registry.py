@@ -17,7 +17,7 @@ class ToolSpec:
     title: str
     description: str
     input_model: type[BaseModel]
-    output_model: type[BaseModel]
+    output: type[BaseModel] | str  # a class, or "module:Class" imported on first use (keeps --help fast)
     read_only: bool
     destructive: bool = False
     idempotent: bool = False
@@ -25,6 +25,16 @@ class ToolSpec:
     short: dict[str, str] = field(default_factory=dict)
     positional: tuple[str, ...] = ()
     formats: tuple[str, ...] = ("table", "json", "markdown")
+
+    @property
+    def output_model(self) -> type[BaseModel]:
+        if isinstance(self.output, str):
+            import importlib
+
+            module, _, name = self.output.partition(":")
+            model: type[BaseModel] = getattr(importlib.import_module(module), name)
+            return model
+        return self.output
 
 
 TOOLS: tuple[ToolSpec, ...] = (
@@ -104,18 +114,18 @@ TOOLS: tuple[ToolSpec, ...] = (
         "Probe candidate Session-Buddy peers (from the ecosystem file with from_ecosystem, else the local "
         "default peer at 127.0.0.1:8678): /health, then the MCP tool list. Reports each candidate, whether it "
         "is healthy and registered; auto_register registers the healthy new ones as session-buddy pools.",
-        s.DiscoverInput, s.DiscoverReport, read_only=False),
+        s.DiscoverInput, "pools.discovery:DiscoverReport", read_only=False),
     ToolSpec(
         "pools_memory_sync", "memory sync", "Sync pool memory",
         "Push task memory records not yet synced (pool, task, type, status, duration, summary) to a "
         "Session-Buddy with store_conversation (store_reflection when that is missing). Batched and resumable: "
         "records are marked synced only after the peer took them.",
-        s.MemorySyncInput, s.SyncReport, read_only=False, idempotent=True),
+        s.MemorySyncInput, "pools.aggregator:SyncReport", read_only=False, idempotent=True),
     ToolSpec(
         "pools_memory_search", "memory search", "Search pool memory",
         "Full-text search of task memory here and in every session-buddy pool, merged and labelled by source. "
         "Answers even when a peer is down, and names the sources that did not answer.",
-        s.MemorySearchInput, s.SearchReport, read_only=True, idempotent=True, positional=("query",)),
+        s.MemorySearchInput, "pools.aggregator:SearchReport", read_only=True, idempotent=True, positional=("query",)),
     ToolSpec(
         "pools_close", "close", "Close a pool",
         "Stop a pool's workers and unregister it. Its queued and running tasks end cancelled; its task "

@@ -7,8 +7,6 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from pools.aggregator import SearchReport, SyncReport
-from pools.discovery import DiscoverReport
 from pools.models import (
     DistributionResult,
     DistributionStrategy,
@@ -203,10 +201,9 @@ class ErrorOutput(Model):
 Format = Literal["table", "json", "markdown", "progress"]
 
 __all__ = [
-    "CancelInput", "CloseInput", "DiscoverInput", "DiscoverReport", "MemorySearchInput",
-    "MemorySyncInput", "SearchReport", "SyncReport", "DistributeInput", "DistributionResult", "RebalanceInput",
-    "RebalanceReport", "EmptyInput", "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput",
-    "GetInput", "HealthInput", "HealthReport", "ListInput", "PoolInfo", "PoolList", "PoolStatus", "Pong",
-    "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput", "TaskRecord", "TaskTypeInfo",
-    "TaskTypeList", "TaskList", "TasksInput", "WatchInput", "WatchSnapshot",
+    "CancelInput", "CloseInput", "DiscoverInput", "DistributeInput", "DistributionResult", "EmptyInput",
+    "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput", "GetInput", "HealthInput", "HealthReport",
+    "ListInput", "MemorySearchInput", "MemorySyncInput", "Pong", "PoolInfo", "PoolList", "PoolStatus",
+    "RebalanceInput", "RebalanceReport", "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput",
+    "TaskList", "TaskRecord", "TaskTypeInfo", "TaskTypeList", "TasksInput", "WatchInput", "WatchSnapshot",
 ]

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from mcp_server import schemas as s
+from pools.aggregator import SearchReport, SyncReport
+from pools.discovery import DiscoverReport
 from pools.errors import InvalidInput, PoolNotFound
 from pools.manager import PoolManager
 from pools.models import RoutingStrategy, TaskOptions, TaskState
@@ -128,7 +130,7 @@ async def pools_scale(m: PoolManager, inp: s.ScaleInput, progress: Progress) -> 
     return await m.scale_pool(inp.pool, inp.target)
 
 
-async def pools_discover(m: PoolManager, inp: s.DiscoverInput, progress: Progress) -> s.DiscoverReport:
+async def pools_discover(m: PoolManager, inp: s.DiscoverInput, progress: Progress) -> DiscoverReport:
     from pathlib import Path
 
     from pools.discovery import discover
@@ -139,13 +141,13 @@ async def pools_discover(m: PoolManager, inp: s.DiscoverInput, progress: Progres
     return await discover(m, path, inp.from_ecosystem or path is not None, inp.auto_register)
 
 
-async def pools_memory_sync(m: PoolManager, inp: s.MemorySyncInput, progress: Progress) -> s.SyncReport:
+async def pools_memory_sync(m: PoolManager, inp: s.MemorySyncInput, progress: Progress) -> SyncReport:
     from pools import aggregator
 
     return await aggregator.sync(m, inp.endpoint, inp.batch_size)
 
 
-async def pools_memory_search(m: PoolManager, inp: s.MemorySearchInput, progress: Progress) -> s.SearchReport:
+async def pools_memory_search(m: PoolManager, inp: s.MemorySearchInput, progress: Progress) -> SearchReport:
     from pools import aggregator
 
     return await aggregator.search(m, inp.query, inp.limit)

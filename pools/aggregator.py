@@ -8,7 +8,6 @@ search answers with whatever sources are reachable and names the ones that are n
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -58,6 +57,8 @@ class SearchReport(BaseModel):
 
 
 async def sync(manager: PoolManager, endpoint: str | None = None, batch_size: int = 50) -> SyncReport:
+    import asyncio  # here, not at the top: the CLI imports this module for its models only
+
     endpoint = endpoint or manager.settings.memory_endpoint
     client = PeerClient(endpoint, manager.settings.peer_tokens.get(endpoint))
     memory = manager.store.memory
@@ -134,6 +135,8 @@ async def _search_peer(manager: PoolManager, pool: Any, query: str, limit: int) 
 
 
 async def search(manager: PoolManager, query: str, limit: int = 20) -> SearchReport:
+    import asyncio
+
     local = [MemoryHit(source="local", pool_id=r["pool_id"], task_id=r["task_id"], task_type=r["task_type"],
                        state=r["state"], text=memory_text(r), score=round(r["score"], 4))
              for r in manager.store.memory.search(query, limit)]

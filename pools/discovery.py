@@ -17,14 +17,12 @@ Without a file, the local default peer (http://127.0.0.1:8678/mcp) is probed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pools.backends.session_buddy import REQUIRED_TOOLS
 from pools.errors import InvalidInput, PoolError, describe_validation_error
 from pools.peer_client import PeerClient
 
@@ -101,6 +99,10 @@ def load_ecosystem(path: Path) -> Ecosystem:
 
 
 async def probe_peer(entry: PeerEntry, token: str | None) -> tuple[bool, str, int | None, list[str]]:
+    import asyncio
+
+    from pools.backends.session_buddy import REQUIRED_TOOLS
+
     client = PeerClient(entry.endpoint, token)
     up, how = await asyncio.to_thread(client.health)
     if not up:
@@ -122,6 +124,8 @@ async def _probe_cluster(manager: Any, config: Any) -> str:
 
 
 async def discover(manager: Any, ecosystem_file: Path | None, use_file: bool, auto_register: bool) -> DiscoverReport:
+    import asyncio
+
     from pools.models import PoolConfig, PoolType
 
     path = ecosystem_file or manager.settings.ecosystem_file or manager.settings.home / "ecosystem.yaml"

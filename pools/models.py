@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Model(BaseModel):
-    """Base of every model here. (Not defer_build: model_construct + model_copy on a
-    never-built deferred model fails to serialize in pydantic 2.13.)"""
+    """Base of every model here. Schemas are built on first use, not at import, which keeps
+    `mahavishnu --help` fast; TaskRecord opts out (see there)."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -73,7 +75,7 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 class PoolConfig(Model):
     """What `register` takes. Defaults follow the user documentation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(description="Unique pool name: letters, digits, '.', '_' or '-', at most 63 characters.")
     type: PoolType = Field(
@@ -179,6 +181,10 @@ class TaskOptions(Model):
 
 
 class TaskRecord(Model):
+    # Built at import: the hot path makes records with model_construct, and a copy of a
+    # constructed record of a never-built deferred model fails to serialize.
+    model_config = ConfigDict(defer_build=False)
+
     task_id: str
     pool_id: str
     task_type: str

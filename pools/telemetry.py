@@ -149,11 +149,25 @@ class Telemetry:
         self.distributions = counter("mahavishnu_distributions_total")
         self.tracer = trace.get_tracer("mahavishnu.pools")
         self._spans: dict[str, Span] = {}
+        # Labelled children, looked up once: .labels() costs microseconds on the per-task path.
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._pool_name: Callable[[str], str] = lambda pool_id: pool_id
 
     def attach(self, manager: PoolManager) -> None:
         self._pool_name = manager.pool_name
         self.registry.register(_LiveCollector(manager))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    @staticmethod
+    def _tracing() -> bool:
+        """False until an SDK tracer provider is installed: then spans are not even built."""
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -162,7 +176,9 @@ class Telemetry:
     def on_submitted(self, record: TaskRecord) -> dict[str, str]:
         """Count the task, open its span; returns the W3C trace carrier that travels with it."""
         pool = self._pool_name(record.pool_id)
-        self.submitted.labels(pool, record.task_type).inc()
+        self._child(self.submitted, pool, record.task_type).inc()
+        if not self._tracing():
+            return {}
         span = self.tracer.start_span(f"task {record.task_type}", kind=SpanKind.INTERNAL, attributes={
             "mahavishnu.task.id": record.task_id, "mahavishnu.task.type": record.task_type,
             "mahavishnu.pool.id": record.pool_id, "mahavishnu.pool.name": pool})
@@ -175,18 +191,18 @@ class Telemetry:
 
     def on_started(self, record: TaskRecord) -> None:
         if record.started_at is not None:
-            self.queued.labels(self._pool_name(record.pool_id)).observe(
+            self._child(self.queued, self._pool_name(record.pool_id)).observe(
                 max(0.0, (record.started_at - record.created_at).total_seconds()))
 
     def on_finished(self, record: TaskRecord) -> None:
         pool = self._pool_name(record.pool_id)
-        self.tasks.labels(pool, record.task_type, record.state.value).inc()
+        self._child(self.tasks, pool, record.task_type, record.state.value).inc()
         if record.duration_s is not None:
-            self.duration.labels(pool, record.task_type).observe(record.duration_s)
+            self._child(self.duration, pool, record.task_type).observe(record.duration_s)
         kind = "pool_fault" if record.pool_fault and record.state is not TaskState.COMPLETED else \
             _ERROR_KIND.get(record.state)
         if kind:
-            self.errors.labels(pool, kind).inc()
+            self._child(self.errors, pool, kind).inc()
         span = self._spans.pop(record.task_id, None)
         if span is not None:
             span.set_attribute("mahavishnu.task.status", record.state.value)
@@ -198,8 +214,10 @@ class Telemetry:
 
     def on_routed(self, strategy: str, pool_name: str, fallback: bool, seconds: float, pool_id: str,
                   reason: str) -> None:
-        self.routing.labels(strategy, pool_name, "fallback" if fallback else "chosen").inc()
-        self.routing_seconds.labels(strategy).observe(seconds)
+        self._child(self.routing, strategy, pool_name, "fallback" if fallback else "chosen").inc()
+        self._child(self.routing_seconds, strategy).observe(seconds)
+        if not self._tracing():
+            return
         with self.tracer.start_as_current_span("route", attributes={
                 "mahavishnu.routing.strategy": strategy, "mahavishnu.pool.name": pool_name,
                 "mahavishnu.pool.id": pool_id, "mahavishnu.routing.reason": reason,
