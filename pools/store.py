@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     indexed INTEGER NOT NULL DEFAULT 0,
     synced_at REAL
 );
-CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(state) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS tasks_state_created ON tasks(state, created_at);
+CREATE INDEX IF NOT EXISTS tasks_pool_state_created ON tasks(pool_id, state, created_at);
 CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks(pool_id, created_at);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks(created_at);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;

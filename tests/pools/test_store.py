@@ -23,10 +23,14 @@ def test_hot_queries_use_indexes(tmp_path: Path) -> None:
         "by id": store.explain("SELECT * FROM tasks WHERE task_id = ?", ("x",)),
         "recent per pool": store.explain(
             "SELECT * FROM tasks WHERE pool_id = ? ORDER BY created_at DESC LIMIT 10", ("p",)),
+        "by state": store.explain("SELECT * FROM tasks WHERE state = ? ORDER BY created_at DESC LIMIT 20", ("x",)),
+        "by pool and state": store.explain(
+            "SELECT * FROM tasks WHERE pool_id = ? AND state = ? ORDER BY created_at DESC LIMIT 20", ("p", "x")),
         "prune": store.explain("SELECT 1 FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?", (1.0,)),
     }
     for name, plan in plans.items():
         assert not any(p.startswith("SCAN tasks") for p in plan), (name, plan)
+        assert not any("TEMP B-TREE" in p for p in plan), (name, plan)  # no sort of every match
 
 
 def test_counters_and_retention(tmp_path: Path) -> None:
