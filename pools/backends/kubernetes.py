@@ -41,6 +41,7 @@ STDLIB_TYPES = set(STDLIB_RUNS)
 POOL_LABEL = "mahavishnu.io/pool"
 TASK_LABEL = "mahavishnu.io/task"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+TIMEOUT = (3, 15)  # seconds to connect, to read: an unreachable cluster fails fast, never hangs
 WARM_PORT = 8678
 
 
@@ -133,7 +134,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
 
     async def _call(self, doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, _request_timeout=15, **kwargs)
+            return await asyncio.to_thread(fn, *args, _request_timeout=TIMEOUT, **kwargs)
         except PoolUnavailable:
             raise
         except Exception as exc:
@@ -142,7 +143,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
     async def _ensure_namespace(self) -> None:
         ns = self.config.namespace
         try:
-            await asyncio.to_thread(self._core.create_namespace, {"metadata": {"name": ns}}, _request_timeout=15)
+            await asyncio.to_thread(self._core.create_namespace, {"metadata": {"name": ns}}, _request_timeout=TIMEOUT)
         except Exception as exc:
             if getattr(exc, "status", None) != 409:  # 409: it exists, which is what we want
                 raise self._explain(exc, f"creating namespace {ns!r}") from exc
@@ -213,7 +214,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
         ]
         for kind, create, body in bodies:
             try:
-                await asyncio.to_thread(create, ns, body, _request_timeout=15)
+                await asyncio.to_thread(create, ns, body, _request_timeout=TIMEOUT)
             except Exception as exc:
                 if getattr(exc, "status", None) != 409:
                     raise self._explain(exc, f"creating the warm {kind} {name}") from exc
@@ -257,14 +258,14 @@ class KubernetesBackend(JobQueue, PoolBackend):
         for delete in deletes:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(delete, name, ns, body={"propagationPolicy": "Foreground"},
-                                        _request_timeout=15)
+                                        _request_timeout=TIMEOUT)
 
     async def probe(self) -> str:
         """Read-only reachability check (for discovery): raises PoolUnavailable, else says what it saw."""
         await self._connect()
         try:
             await asyncio.to_thread(self._batch_api.list_namespaced_job, self.config.namespace, limit=1,
-                                    _request_timeout=10)
+                                    _request_timeout=TIMEOUT)
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return f"reachable; namespace {self.config.namespace!r} will be created"
