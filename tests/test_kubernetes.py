@@ -219,6 +219,10 @@ async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(manage
     done = await manager.execute("warm", "analyze", {"sources": {"w.py": "import os\n"}})
     assert done.state is TaskState.COMPLETED and done.result["count"] == 1
     assert kube.jobs == {}  # warm tasks are no Jobs: they go to the Service over MCP
+    # the HPA scaled the Deployment to 2 replicas: twice the tasks may be in flight
+    backend = manager.resolve("warm").backend
+    kube.objects[("Deployment", "tasks", objects["Deployment"]["metadata"]["name"])]["status"]["readyReplicas"] = 2
+    await wait_until(lambda: backend._warm.slots == 6, what="the pool to follow the replicas")  # type: ignore
     await manager.close_pool("warm")
     assert not [k for k in kube.objects if k[1] == "tasks"]
     await wait_until(lambda: kube.running_processes() == 0, what="the warm peer to stop")

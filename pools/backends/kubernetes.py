@@ -245,6 +245,20 @@ class KubernetesBackend(JobQueue, PoolBackend):
         await self._warm.start()
         self._error = None
 
+    async def _follow_replicas(self) -> None:
+        """As the HPA scales the Deployment, let as many tasks in flight as its replicas have workers."""
+        from kubernetes import client
+        from pools.backends.session_buddy import PEER_WORKERS
+
+        name, _ = self._warm_names()
+        apps = client.AppsV1Api(self._core.api_client)
+        deployment = await self._call("reading the warm Deployment", apps.read_namespaced_deployment, name,
+                                      self.config.namespace)
+        ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
+        if ready and self._warm.slots != PEER_WORKERS * ready:
+            self._warm.slots = PEER_WORKERS * ready
+            self._warm._pump()
+
     async def _warm_down(self) -> None:
         from kubernetes import client
 
@@ -421,6 +435,10 @@ class KubernetesBackend(JobQueue, PoolBackend):
     async def _watch(self) -> None:
         while not self._closed:
             await asyncio.sleep(self._poll)
+            if self._warm is not None and not self._error:
+                with contextlib.suppress(PoolUnavailable):
+                    await self._follow_replicas()
+                continue
             if self._error:
                 with contextlib.suppress(PoolUnavailable):
                     await self.verify()
