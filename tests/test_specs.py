@@ -33,3 +33,17 @@ async def test_listed_schemas_match_the_specs(home: Path) -> None:
             assert prop.get("description") == doc["inputSchema"]["properties"][name].get("description")
         assert tool.output_schema is not None
         assert set(tool.output_schema["properties"]) == set(doc["outputSchema"]["properties"]), tool.name
+
+
+def test_the_peer_keeps_session_buddys_tool_names_and_parameters() -> None:
+    listed = {t["name"]: t for t in json.loads((specs.SPECS / "peer.json").read_text())}
+    expected = {  # Session-Buddy's pool and memory tools (shared/DESIGN.md)
+        "create_pool": ["pool_id"], "execute_on_pool": ["pool_id", "prompt", "context", "timeout"],
+        "execute_batch_on_pool": ["pool_id", "prompts", "context", "timeout"], "check_pool_health": ["pool_id"],
+        "get_pool_status": ["pool_id"], "list_pools": [], "delete_pool": ["pool_id", "timeout"],
+        "store_reflection": ["content", "tags"], "store_conversation": ["content", "project", "metadata"],
+        "search_conversations": ["query", "limit", "min_score", "project"], "get_liveness": [],
+    }
+    assert set(listed) == set(expected)
+    for name, params in expected.items():
+        assert list(listed[name]["inputSchema"].get("properties", {})) == params, name
