@@ -46,4 +46,4 @@ def test_the_peer_keeps_session_buddys_tool_names_and_parameters() -> None:
     }
     assert set(listed) == set(expected)
     for name, params in expected.items():
-        assert list(listed[name]["inputSchema"].get("properties", {})) == params, name
+        assert set(listed[name]["inputSchema"].get("properties", {})) == set(params), name
