@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 
 
@@ -62,9 +63,21 @@ class JobQueue:
     """The waiting-room every backend keeps: jobs not yet handed to a worker, pod or peer."""
 
     sink: TaskSink
+    config: PoolConfig
+    _closed: bool
 
     def __init__(self) -> None:
         self._queue: deque[Job] = deque()
+
+    def submit(self, job: Job) -> None:
+        if self._closed:
+            raise PoolUnavailable(f"pool {self.config.name!r} is closed")
+        self._queue.append(job)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand queued jobs on to where they run, as capacity allows."""
+        raise NotImplementedError
 
     def take_queued(self, limit: int) -> list[Job]:
         """Remove up to `limit` jobs that have not started, newest first, for another pool to run."""

@@ -130,12 +130,6 @@ class LocalBackend(JobQueue, PoolBackend):
         self._workers.clear()
 
     # -- tasks ---------------------------------------------------------------------------
-    def submit(self, job: Job) -> None:
-        if self._closed:
-            raise PoolUnavailable(f"pool {self.config.name!r} is closed")
-        self._queue.append(job)
-        self._pump()
-
     def cancel(self, task_id: str) -> bool:
         if self._cancel_queued(task_id):
             return True
