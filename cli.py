@@ -279,10 +279,11 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
         if spec.name == "pools_execute" and args.get("wait") is False:
             raise CliError("--no-wait needs a running server: the task would stop when this command exits. "
                            "Start one with `mahavishnu serve` (or pass --url)", EXIT_USAGE)
-        if spec.name == "pools_watch":
+        if spec.name == "pools_watch" and fmt == "table":
             raise CliError("watch shows live workers and needs a running server; start one with "
-                           "`mahavishnu serve` in another terminal (or pass --url)", EXIT_USAGE)
-    if spec.name == "pools_watch":
+                           "`mahavishnu serve` in another terminal (or pass --url); `-f json` prints one "
+                           "snapshot", EXIT_USAGE)
+    if spec.name == "pools_watch" and fmt == "table":
         return watch(target, args, renderer, values["refresh"])
     import asyncio
 

@@ -42,6 +42,8 @@ def test_exit_codes_and_messages(home: Path, tmp_path: Path) -> None:
     assert no_wait.returncode == 2 and "--no-wait needs a running server" in no_wait.stderr
     watch = run_cli(home, "pools", "watch")
     assert watch.returncode == 2 and "needs a running server" in watch.stderr
+    snapshot = run_cli(home, "pools", "watch", "-f", "json")  # one snapshot works anywhere
+    assert snapshot.returncode == 0 and json.loads(snapshot.stdout)["active"] >= 1
     unreachable = run_cli(home, "pools", "list", "--url", "http://127.0.0.1:9/mcp")
     assert unreachable.returncode == 3 and "cannot reach the server at http://127.0.0.1:9/mcp" in unreachable.stderr
     usage = run_cli(home, "pools", "list", "--no-such-option")
