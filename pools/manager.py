@@ -57,6 +57,7 @@ from pools.telemetry import Telemetry
 log = logging.getLogger("mahavishnu.pools")
 
 EventListener = Callable[[dict[str, Any]], None]
+COMMIT_DELAY = 0.005  # seconds a write may wait for its commit (the window a hard crash can lose)
 
 
 def json_event_sink(where: str) -> EventListener:
@@ -118,7 +119,9 @@ class PoolManager:
         await asyncio.to_thread(self._lock.acquire)
         loop = asyncio.get_running_loop()
         try:
-            self._store = Store(self.settings.db_path, schedule=loop.call_soon)
+            # Commit a few ms after the first write of a burst: off the path of the reply, and one
+            # commit for everything that happened meanwhile.
+            self._store = Store(self.settings.db_path, schedule=lambda commit: loop.call_later(COMMIT_DELAY, commit))
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             for row in self.store.open_pools():
                 config = PoolConfig.model_validate_json(row["config"])
