@@ -8,7 +8,6 @@ stock python:3.13-slim image.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -178,8 +177,8 @@ async def test_workers_are_the_running_pods(manager: PoolManager, kube: FakeKube
              for _ in range(2)]
     await wait_until(lambda: manager.get_pool("k8s").workers == 2, what="two running pods")
     for t in tasks:
-        await manager.cancel(t.task_id)
-    await asyncio.sleep(0)
+        assert (await manager.cancel(t.task_id)).state is TaskState.CANCELLED
+    await wait_until(lambda: kube.running_processes() == 0, what="the cancelled pods to stop")
 
 
 @fake_only
