@@ -328,8 +328,9 @@ class PoolManager:
             return PoolStatus.FAILED, pool.failure
         return PoolStatus.PENDING, "not started"
 
-    def list_pools(self, active_only: bool = False, pool_type: PoolType | None = None) -> list[PoolInfo]:
-        infos = [self.pool_info(p) for p in self._pools.values()
+    def list_pools(self, active_only: bool = False, pool_type: PoolType | None = None,
+                   details: bool = False) -> list[PoolInfo]:
+        infos = [self.pool_info(p, details) for p in self._pools.values()
                  if pool_type is None or p.config.type is pool_type]
         if active_only:
             infos = [i for i in infos if i.status in (PoolStatus.RUNNING, PoolStatus.SCALING)]

@@ -92,15 +92,14 @@ class _LiveCollector(Collector):
         elapsed, self._last = now - self._last, now
         g = {s.name: GaugeMetricFamily(s.name, s.help, labels=s.labels) for s in METRICS if s.kind == "gauge"}
         counts: dict[tuple[str, str], int] = {}
-        for info in m.list_pools():
+        for info in m.list_pools(details=True):
             pool, kind = info.name, info.pool_type.value
             counts[(kind, info.status.value)] = counts.get((kind, info.status.value), 0) + 1
             g["mahavishnu_pool_up"].add_metric([pool, kind], 1.0 if info.status in (
                 PoolStatus.RUNNING, PoolStatus.SCALING) else 0.0)
             g["mahavishnu_pool_status"].add_metric([pool, info.status.value], 1.0)
-            details = m.get_pool(info.pool_id).worker_details
             states = {"busy": 0, "idle": 0, "starting": 0}
-            for w in details:
+            for w in info.worker_details:
                 states[w.state] = states.get(w.state, 0) + 1
                 if w.memory_mb is not None:
                     g["mahavishnu_worker_memory_bytes"].add_metric([pool, w.worker_id], w.memory_mb * 1e6)

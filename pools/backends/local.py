@@ -38,6 +38,7 @@ from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 
 SPAWN_READY_TIMEOUT = 30.0
+USAGE_INTERVAL = 1.0  # seconds between psutil samples of a worker
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -53,7 +54,7 @@ def describe_exit(returncode: int | None) -> str:
 
 class _Worker:
     __slots__ = ("worker_id", "proc", "conn", "state", "job", "tasks_done", "idle_since", "timer", "ps",
-                 "started")
+                 "started", "usage")
 
     def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Connection) -> None:
         self.worker_id = worker_id
@@ -65,7 +66,18 @@ class _Worker:
         self.idle_since = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.ps: psutil.Process | None = None
+        self.usage: tuple[float, float | None, float | None] = (0.0, None, None)  # (when, memory MB, CPU %)
         self.started = asyncio.get_running_loop().create_future()
+
+    def measure(self) -> tuple[float | None, float | None]:
+        """Memory and CPU, sampled at most once per USAGE_INTERVAL. Snapshots are read on every
+        routing decision and scrape; psutil's CPU figure covers the time since its previous call,
+        so sampling on each read would both cost syscalls and shrink that interval to nothing."""
+        now = time.monotonic()
+        if self.ps is not None and now - self.usage[0] >= USAGE_INTERVAL:
+            with contextlib.suppress(psutil.Error):
+                self.usage = (now, round(self.ps.memory_info().rss / 1e6, 1), self.ps.cpu_percent(None))
+        return self.usage[1], self.usage[2]
 
     def kill(self) -> None:
         """End the worker and everything it started (it leads its own process group)."""
@@ -365,11 +377,7 @@ class LocalBackend(JobQueue, PoolBackend):
             self._crashes.popleft()
         workers = []
         for w in self._workers.values():
-            mem = cpu = None
-            if w.ps is not None:
-                with contextlib.suppress(psutil.Error):
-                    mem = round(w.ps.memory_info().rss / 1e6, 1)
-                    cpu = w.ps.cpu_percent(None)
+            mem, cpu = w.measure()
             workers.append(WorkerInfo(worker_id=w.worker_id, pid=w.proc.pid, state=w.state,
                                       task_id=w.job.task_id if w.job else None, tasks_done=w.tasks_done,
                                       memory_mb=mem, cpu_percent=cpu))
