@@ -171,12 +171,20 @@ class PoolManager:
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             self._maintenance = asyncio.get_running_loop().call_later(3600, self._hourly)
 
+    def peer_token(self, endpoint: str, labels: dict[str, str] | None = None) -> str | None:
+        """A peer's bearer token: settings peer_tokens by URL, else the variable a discovered
+        pool's `token_env` label names."""
+        token_env = (labels or {}).get("token_env")
+        return self.settings.peer_tokens.get(endpoint) or (os.environ.get(token_env) if token_env else None)
+
+    def _run_context(self, pool: _Pool) -> dict[str, Any]:
+        """What a task learns about where it runs (pools.task_types.RunContext)."""
+        return {"worker_type": pool.config.worker_type, "prompt_commands": self.settings.prompt_commands}
+
     def _make_backend(self, pool: _Pool) -> PoolBackend:
         if pool.config.type is PoolType.MAHAVISHNU:
             return LocalBackend(
-                pool.pool_id, pool.config, self,
-                context={"worker_type": pool.config.worker_type,
-                         "prompt_commands": self.settings.prompt_commands},
+                pool.pool_id, pool.config, self, context=self._run_context(pool),
                 idle_timeout=self.settings.idle_timeout_s, crash_window=self.settings.crash_window_s,
                 crash_threshold=self.settings.crash_threshold,
             )
@@ -184,16 +192,12 @@ class PoolManager:
             from pools.backends.session_buddy import SessionBuddyBackend
 
             assert pool.config.endpoint is not None
-            token_env = pool.config.labels.get("token_env")
-            token = self.settings.peer_tokens.get(pool.config.endpoint) or (
-                os.environ.get(token_env) if token_env else None)
-            return SessionBuddyBackend(pool.pool_id, pool.config, self, token=token,
+            return SessionBuddyBackend(pool.pool_id, pool.config, self,
+                                       token=self.peer_token(pool.config.endpoint, pool.config.labels),
                                        health_interval=self.settings.peer_health_interval_s)
         from pools.backends.kubernetes import KubernetesBackend
 
-        return KubernetesBackend(pool.pool_id, pool.config, self,
-                                 context={"worker_type": pool.config.worker_type,
-                                          "prompt_commands": self.settings.prompt_commands},
+        return KubernetesBackend(pool.pool_id, pool.config, self, context=self._run_context(pool),
                                  poll_interval=self.settings.k8s_poll_interval_s,
                                  pending_timeout=self.settings.k8s_pending_timeout_s)
 
