@@ -19,13 +19,16 @@ import types
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from mcp_server.registry import TOOLS, ToolSpec
+
+if TYPE_CHECKING:
+    from pools.peer_client import PeerReply
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 USAGE_ERRORS = {"invalid_input", "unknown_task_type", "task_type_disabled", "pool_not_found", "task_not_found"}
@@ -78,16 +81,11 @@ def find_target(url: str | None, token: str | None) -> Target:
     return Target("embedded")
 
 
-@dataclass
-class ToolResult:
-    is_error: bool
-    data: Any
-    text: str
-
-
 async def call_tool(target: Target, name: str, args: dict[str, Any], progress: Any = None,
-                    read_timeout: float | None = None) -> ToolResult:
+                    read_timeout: float | None = None) -> PeerReply:
     from mcp import Client
+
+    from pools.peer_client import read_reply
 
     if target.mode == "embedded":
         from mcp_server.server import build_server
@@ -101,7 +99,7 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
             raise CliError(exc.message, EXIT_UNREACHABLE if exc.code == "store_busy" else EXIT_FAILED) from exc
         try:
             async with Client(build_server(manager, log_level="WARNING")) as client:
-                result = await client.call_tool(name, args, progress_callback=progress)
+                return read_reply(await client.call_tool(name, args, progress_callback=progress))
         finally:
             await manager.close()
     else:
@@ -113,9 +111,7 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
             reply = await PeerClient(target.url, target.token).call(name, args, read_timeout or 300.0, progress)
         except PoolUnavailable as exc:
             raise CliError(unreachable_message(target, exc), EXIT_UNREACHABLE) from exc
-        return ToolResult(reply.is_error, reply.data, reply.text)
-    text = "\n".join(getattr(c, "text", "") for c in result.content)
-    return ToolResult(bool(result.is_error), result.structured_content, text)
+        return reply
 
 
 def _http_status(target: Target) -> int | None:
@@ -312,7 +308,7 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
     return EXIT_OK
 
 
-def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_timeout: float) -> ToolResult:
+def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_timeout: float) -> PeerReply:
     import asyncio
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn

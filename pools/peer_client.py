@@ -52,7 +52,8 @@ def health_url(endpoint: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/health", "", ""))
 
 
-def _reply(result: Any) -> PeerReply:
+def read_reply(result: Any) -> PeerReply:
+    """An MCP CallToolResult, read the way every caller here needs it."""
     text = "\n".join(getattr(c, "text", "") for c in (result.content or []))
     data = result.structured_content
     if data is None and text.strip().startswith("{"):
@@ -110,7 +111,7 @@ class PeerClient:
                 return PeerReply(True, None, f"{tool}: {cause}")
             raise PoolUnavailable(f"peer {self.endpoint} unreachable or broken during {tool}: "
                                   f"{type(cause).__name__}: {cause}") from exc
-        return _reply(result)
+        return read_reply(result)
 
     async def tool_names(self, timeout: float = 10.0) -> set[str]:
         from mcp import Client
