@@ -88,6 +88,7 @@ class _Pool:
     created_at: datetime
     backend: PoolBackend | None = None
     failure: str | None = None  # why the backend could not start
+    verified: PoolBackend | None = None  # checked at registration, started with the manager
 
 
 class PoolManager:
@@ -128,7 +129,8 @@ class PoolManager:
                 self._pools[row["pool_id"]] = _Pool(row["pool_id"], config, _dt(row["created_at"]) or _now())
             if self.settings.default_pool and self._never_had_pools():
                 await self.register(PoolConfig(name="default", min_workers=1, max_workers=os.cpu_count() or 2))
-            await asyncio.gather(*(self._start_backend(p) for p in self._pools.values() if p.backend is None))
+            await asyncio.gather(*(self._start_backend(p, p.verified) for p in self._pools.values()
+                                   if p.backend is None))
             self._reconcile()
             self.store.commit()
         except BaseException:
@@ -203,6 +205,7 @@ class PoolManager:
 
     async def _start_backend(self, pool: _Pool, backend: PoolBackend | None = None) -> None:
         backend = backend or self._make_backend(pool)
+        pool.verified = None
         try:
             await backend.start()
         except PoolError as exc:
@@ -297,6 +300,8 @@ class PoolManager:
                                                           "pool_type": config.type.value})
         if self.started:
             await self._start_backend(pool, backend)
+        else:  # start() brings it up: the backend already verified, not a second one
+            pool.verified = backend
         self.store.commit()
         return self.pool_info(pool)
 
