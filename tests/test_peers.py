@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from pools.manager import PoolManager
 from pools.models import DistributionStrategy, PoolConfig, PoolStatus, PoolType, TaskState
 from tests.conftest import make_settings
 from tests.helpers.server import ROOT, cli_env, running_server, write_settings
-from tests.helpers.waiting import wait_until, wait_until_sync
+from tests.helpers.waiting import gone, wait_until, wait_until_sync
 
 GATE = "task_type_refs: {gate: 'tests.helpers.gate_type:GateTask'}\n"
 PEER_TYPES = ("analyze", "echo", "gate")
@@ -122,17 +121,7 @@ async def test_cancel_reaches_the_peer(tmp_path: Path, gate: Path) -> None:
             cancelled = await m.cancel(task.task_id)
             assert cancelled.state is TaskState.CANCELLED
             # the peer killed the worker running it (and started a replacement)
-            await wait_until(lambda: not _alive(pid), what="the peer's worker to be stopped")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    import psutil
-
-    return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            await wait_until(lambda: gone(pid), what="the peer's worker to be stopped")
 
 
 async def test_discovery_from_a_file_with_a_healthy_and_a_dead_peer(tmp_path: Path) -> None:

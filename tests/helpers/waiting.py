@@ -24,5 +24,15 @@ def wait_until_sync(condition: Callable[[], bool], timeout: float = 20.0, what: 
         time.sleep(0.02)
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie awaiting its reaper counts), race-free against reaping."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def started_markers(gate: Path) -> list[Path]:
     return sorted(gate.parent.glob(gate.name + ".started.*"))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import psutil
 import pytest
 
 from pools.errors import InvalidInput, PoolNotFound, TaskTypeDisabled, UnknownTaskType
 from pools.manager import PoolManager
 from pools.models import PoolConfig, PoolStatus, TaskOptions, TaskState
 from tests.conftest import make_settings
-from tests.helpers.waiting import started_markers, wait_until
+from tests.helpers.waiting import gone, started_markers, wait_until
 
 HELPERS = "tests.helpers.tasks"
 
@@ -90,8 +89,7 @@ async def test_timeout_kills_the_worker_and_replaces_it(manager: PoolManager, ga
     assert done.state is TaskState.TIMED_OUT
     assert "timed out after 0.5s" in (done.error or "")
     (old,) = before
-    await wait_until(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie",
-                     what="the timed-out worker to die")
+    await wait_until(lambda: gone(old), what="the timed-out worker to die")
     await wait_until(lambda: len(worker_pids(manager, "t")) == 1 and worker_pids(manager, "t") != before,
                      what="a replacement worker")
     ok = await manager.execute("t", "echo", {"x": 1})
@@ -109,8 +107,7 @@ async def test_cancel_queued_and_running(manager: PoolManager, gate: Path, tmp_p
     cancelled = await manager.cancel(running.task_id)
     assert cancelled.state is TaskState.CANCELLED
     grandchild = int(pidfile.read_text())
-    await wait_until(lambda: not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie",
-                     what="the task's own child process to be killed too")
+    await wait_until(lambda: gone(grandchild), what="the task's own child process to be killed too")
     ok = await manager.execute("c", "echo", {"x": 2})
     assert ok.state is TaskState.COMPLETED
     with pytest.raises(Exception, match="already ended"):

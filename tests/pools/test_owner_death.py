@@ -14,16 +14,9 @@ import psutil
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskState
 from tests.conftest import make_settings
-from tests.helpers.waiting import wait_until_sync
+from tests.helpers.waiting import gone, wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_sigkill_of_the_owner_leaves_no_workers_and_is_reconciled(home: Path, gate: Path) -> None:
