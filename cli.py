@@ -289,11 +289,10 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
     else:
         result = asyncio.run(call_tool(target, spec.name, args, read_timeout=read_timeout))
     if result.is_error:
-        error = (result.data or {}).get("error") or {}
-        code = error.get("code") or ("invalid_input" if "validation error" in result.text else "error")
+        code = result.code or "error"
         if fmt == "json":
-            renderer.json(result.data or {"error": {"code": code, "message": result.text}})
-        typer.echo(f"Error: {error.get('message') or result.text}", err=True)
+            renderer.json({"error": result.error or {"code": code, "message": result.message, "field": None}})
+        typer.echo(f"Error: {result.message}", err=True)
         return EXIT_USAGE if code in USAGE_ERRORS else EXIT_FAILED
     renderer.render(spec.name, result.data)
     if spec.name == "pools_distribute":

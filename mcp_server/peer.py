@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server import __version__
-from pools.errors import PoolError, PoolNotFound
+from mcp_server.toolserver import Handler, ModelTool, ModelToolServer, Progress
+from pools.errors import PoolNotFound, PoolUnavailable
 from pools.manager import PoolManager
-from pools.models import PoolConfig, TaskOptions, TaskRecord
+from pools.models import PoolConfig, PoolStatus, TaskOptions, TaskRecord
 
 PEER_WORKERS = 3
 DEFAULT_PEER_PORT = 8678
@@ -106,16 +106,75 @@ def local_name(pool_id: str) -> str:
     return "sb-" + re.sub(r"[^A-Za-z0-9._-]", "-", pool_id)[:59]
 
 
-def build_peer(manager: PoolManager) -> MCPServer:
-    peer = MCPServer("session-buddy", title="Mahavishnu Session-Buddy peer", version=__version__,
-                     instructions="Session-Buddy-compatible pool peer: create_pool, execute_on_pool, ...")
+class PeerInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+POOL_ID = "The peer pool's id."
+TIMEOUT = "Seconds the work may take."
+
+
+class CreatePoolInput(PeerInput):
+    pool_id: str | None = Field(default=None, min_length=1, max_length=200, description="Id for the new pool.")
+
+
+class PoolIdInput(PeerInput):
+    pool_id: str = Field(min_length=1, max_length=200, description=POOL_ID)
+
+
+class OptionalPoolIdInput(PeerInput):
+    pool_id: str | None = Field(default=None, min_length=1, max_length=200, description=POOL_ID + " Omit for all.")
+
+
+class ExecuteOnPoolInput(PoolIdInput):
+    prompt: str = Field(description="What to run (a plain prompt runs the prompt task type).")
+    context: dict[str, Any] | None = Field(default=None, description="context.mahavishnu = {task_type, payload, "
+                                                                     "task_id} runs that task instead.")
+    timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, description=TIMEOUT)
+
+
+class ExecuteBatchInput(PoolIdInput):
+    prompts: list[str] = Field(min_length=1, max_length=1000, description="One task per prompt.")
+    context: dict[str, Any] | None = Field(default=None, description="context.mahavishnu_batch gives one task "
+                                                                     "spec per prompt.")
+    timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600, description=TIMEOUT)
+
+
+class DeletePoolInput(PoolIdInput):
+    timeout: float | None = Field(default=None, gt=0, le=3600, description=TIMEOUT)
+
+
+class StoreReflectionInput(PeerInput):
+    content: str = Field(min_length=1, description="Text to keep.")
+    tags: list[str] | None = Field(default=None, description="Tags to find it by.")
+
+
+class StoreConversationInput(PeerInput):
+    content: str = Field(min_length=1, description="Text to keep.")
+    project: str | None = Field(default=None, description="Project it belongs to.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Anything else; a task_id drops repeats.")
+
+
+class SearchConversationsInput(PeerInput):
+    query: str = Field(min_length=1, description="Words to find (all must match).")
+    limit: int = Field(default=10, ge=1, le=500, description="Hits at most.")
+    min_score: float = Field(default=0.0, ge=0, description="Leave out weaker hits.")
+    project: str | None = Field(default=None, description="Only this project's.")
+
+
+class NoInput(PeerInput):
+    pass
+
+
+def build_peer(manager: PoolManager) -> ModelToolServer:
     started = time.monotonic()
 
     def pool_view(pool_id: str) -> PeerPool:
         try:
             info = manager.get_pool(local_name(pool_id))
         except PoolNotFound:
-            raise ToolError(f"pool {pool_id!r} not found on this peer; create it with create_pool") from None
+            raise PoolNotFound(f"pool {pool_id!r} not found on this peer; create it with create_pool",
+                               field="pool_id") from None
         return PeerPool(pool_id=pool_id, status=info.status.value, worker_count=info.workers,
                         workers=[PeerWorker(worker_id=w.worker_id, state=w.state, pid=w.pid, tasks_done=w.tasks_done)
                                  for w in info.worker_details],
@@ -125,22 +184,29 @@ def build_peer(manager: PoolManager) -> MCPServer:
     def peer_ids() -> list[str]:
         return [p.labels.get("peer_pool_id", p.name) for p in manager.list_pools()]
 
+    async def ensure_pool(pool_id: str) -> PeerPool:
+        if pool_id not in peer_ids():
+            await manager.register(PoolConfig(name=local_name(pool_id), min_workers=PEER_WORKERS,
+                                              max_workers=PEER_WORKERS, labels={"peer_pool_id": pool_id}))
+            view = pool_view(pool_id)
+            if view.status == PoolStatus.FAILED.value:  # its workers never came up: leave nothing behind
+                info = manager.get_pool(local_name(pool_id))
+                await manager.close_pool(local_name(pool_id))
+                raise PoolUnavailable(f"pool {pool_id!r} could not start: {info.status_reason}", field="pool_id")
+        return pool_view(pool_id)
+
     async def run_one(pool_id: str, prompt: str, context: dict[str, Any] | None,
                       timeout: float | None) -> PeerExecution:
         spec = (context or {}).get("mahavishnu")
         if isinstance(spec, dict) and pool_id not in peer_ids():
             # Several replicas behind one Service (Kubernetes warm mode) each make the pool on first use.
-            await create_pool(pool_id)
+            await ensure_pool(pool_id)
         pool_view(pool_id)  # exists?
         if isinstance(spec, dict) and spec.get("task_type"):
             task_type, payload = str(spec["task_type"]), dict(spec.get("payload") or {})
         else:
             task_type, payload = "prompt", {"prompt": prompt}
-        try:
-            record = await manager.submit(local_name(pool_id), task_type, payload,
-                                          TaskOptions(timeout=timeout or 300.0))
-        except PoolError as exc:
-            raise ToolError(exc.message) from exc
+        record = await manager.submit(local_name(pool_id), task_type, payload, TaskOptions(timeout=timeout or 300.0))
         try:
             done = await manager.wait(record.task_id, (timeout or 300.0) + 10.0)
         except asyncio.CancelledError:
@@ -149,86 +215,83 @@ def build_peer(manager: PoolManager) -> MCPServer:
             raise
         return execution(pool_id, done)
 
-    @peer.tool()
-    async def create_pool(pool_id: Annotated[str | None, Field(description="Id for the new pool.")] = None) -> PeerPool:
-        """Create a pool of 3 workers (or return it when it exists)."""
-        pool_id = pool_id or f"pool_{int(time.time() * 1000):x}"
-        if pool_id not in peer_ids():
-            try:
-                await manager.register(PoolConfig(name=local_name(pool_id), min_workers=PEER_WORKERS,
-                                                  max_workers=PEER_WORKERS, labels={"peer_pool_id": pool_id}))
-            except PoolError as exc:
-                raise ToolError(exc.message) from exc
-        return pool_view(pool_id)
+    async def create_pool(inp: CreatePoolInput, progress: Progress) -> PeerPool:
+        return await ensure_pool(inp.pool_id or f"pool_{int(time.time() * 1000):x}")
 
-    @peer.tool()
-    async def execute_on_pool(pool_id: str, prompt: str, context: dict[str, Any] | None = None,
-                              timeout: float | None = None) -> PeerExecution:
-        """Run one task on a pool and return its outcome."""
-        return await run_one(pool_id, prompt, context, timeout)
+    async def execute_on_pool(inp: ExecuteOnPoolInput, progress: Progress) -> PeerExecution:
+        return await run_one(inp.pool_id, inp.prompt, inp.context, inp.timeout)
 
-    @peer.tool()
-    async def execute_batch_on_pool(pool_id: str, prompts: list[str], context: dict[str, Any] | None = None,
-                                    timeout: float | None = None) -> PeerBatch:
-        """Run several tasks on a pool at once; context["mahavishnu_batch"] may give one task spec per prompt."""
-        specs = (context or {}).get("mahavishnu_batch") or []
-        runs = [run_one(pool_id, prompt, {"mahavishnu": specs[i]} if i < len(specs) else context, timeout)
-                for i, prompt in enumerate(prompts)]
-        return PeerBatch(pool_id=pool_id, results=list(await asyncio.gather(*runs)))
+    async def execute_batch_on_pool(inp: ExecuteBatchInput, progress: Progress) -> PeerBatch:
+        specs = (inp.context or {}).get("mahavishnu_batch") or []
+        runs = [run_one(inp.pool_id, prompt, {"mahavishnu": specs[i]} if i < len(specs) else inp.context,
+                        inp.timeout) for i, prompt in enumerate(inp.prompts)]
+        return PeerBatch(pool_id=inp.pool_id, results=list(await asyncio.gather(*runs)))
 
-    @peer.tool()
-    async def check_pool_health(pool_id: str | None = None) -> PeerHealth:
-        """Health of one pool or all pools."""
-        views = [pool_view(pool_id)] if pool_id else [pool_view(p) for p in peer_ids()]
+    async def check_pool_health(inp: OptionalPoolIdInput, progress: Progress) -> PeerHealth:
+        views = [pool_view(inp.pool_id)] if inp.pool_id else [pool_view(p) for p in peer_ids()]
         return PeerHealth(healthy=all(v.status in ("running", "scaling") for v in views), pools=views)
 
-    @peer.tool()
-    async def get_pool_status(pool_id: str) -> PeerPool:
-        """Status and workers of one pool."""
-        return pool_view(pool_id)
+    async def get_pool_status(inp: PoolIdInput, progress: Progress) -> PeerPool:
+        return pool_view(inp.pool_id)
 
-    @peer.tool()
-    async def list_pools() -> PeerPoolList:
-        """Every pool on this peer."""
+    async def list_pools(inp: NoInput, progress: Progress) -> PeerPoolList:
         return PeerPoolList(pools=[pool_view(p) for p in peer_ids()])
 
-    @peer.tool()
-    async def delete_pool(pool_id: str, timeout: float | None = None) -> PeerDeleted:
-        """Stop a pool's workers and remove it."""
-        if pool_id not in peer_ids():
-            return PeerDeleted(pool_id=pool_id, deleted=False)
-        await manager.close_pool(local_name(pool_id))
-        return PeerDeleted(pool_id=pool_id, deleted=True)
+    async def delete_pool(inp: DeletePoolInput, progress: Progress) -> PeerDeleted:
+        if inp.pool_id not in peer_ids():
+            return PeerDeleted(pool_id=inp.pool_id, deleted=False)
+        await manager.close_pool(local_name(inp.pool_id))
+        return PeerDeleted(pool_id=inp.pool_id, deleted=True)
 
-    @peer.tool()
-    async def store_reflection(content: str, tags: list[str] | None = None) -> Stored:
-        """Keep a piece of text, searchable later."""
-        row = manager.store.memory.store_conversation(content, None, None, tags)
+    async def store_reflection(inp: StoreReflectionInput, progress: Progress) -> Stored:
+        row = manager.store.memory.store_conversation(inp.content, None, None, inp.tags)
         manager.store.commit()
         return Stored(id=row)
 
-    @peer.tool()
-    async def store_conversation(content: str, project: str | None = None,
-                                 metadata: dict[str, Any] | None = None) -> Stored:
-        """Keep a conversation (or a task memory record), searchable later."""
-        row = manager.store.memory.store_conversation(content, project, metadata, None)
+    async def store_conversation(inp: StoreConversationInput, progress: Progress) -> Stored:
+        row = manager.store.memory.store_conversation(inp.content, inp.project, inp.metadata, None)
         manager.store.commit()
         return Stored(id=row)
 
-    @peer.tool()
-    async def search_conversations(query: str, limit: int = 10, min_score: float = 0.0,
-                                   project: str | None = None) -> ConversationHits:
-        """Full-text search over stored conversations and reflections, best first."""
-        hits = manager.store.memory.search_conversations(query, limit, min_score, project)
-        return ConversationHits(query=query, results=[Conversation.model_validate(h) for h in hits])
+    async def search_conversations(inp: SearchConversationsInput, progress: Progress) -> ConversationHits:
+        hits = manager.store.memory.search_conversations(inp.query, inp.limit, inp.min_score, inp.project)
+        return ConversationHits(query=inp.query, results=[Conversation.model_validate(h) for h in hits])
 
-    @peer.tool()
-    async def get_liveness() -> Liveness:
-        """Is the peer up, and for how long."""
+    async def get_liveness(inp: NoInput, progress: Progress) -> Liveness:
         return Liveness(alive=True, version=__version__, pools=len(peer_ids()),
                         uptime_s=round(time.monotonic() - started, 3))
 
-    return peer
+    def hints(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
+        return ToolAnnotations(read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent,
+                               open_world_hint=False)
+
+    tools: list[tuple[Handler, type[BaseModel], type[BaseModel], str, ToolAnnotations]] = [
+        (create_pool, CreatePoolInput, PeerPool, "Create a pool of 3 workers (or return it when it exists).",
+         hints(idempotent=True)),
+        (execute_on_pool, ExecuteOnPoolInput, PeerExecution, "Run one task on a pool and return its outcome.",
+         hints()),
+        (execute_batch_on_pool, ExecuteBatchInput, PeerBatch,
+         'Run several tasks on a pool at once; context["mahavishnu_batch"] may give one task spec per prompt.',
+         hints()),
+        (check_pool_health, OptionalPoolIdInput, PeerHealth, "Health of one pool or all pools.",
+         hints(read_only=True, idempotent=True)),
+        (get_pool_status, PoolIdInput, PeerPool, "Status and workers of one pool.",
+         hints(read_only=True, idempotent=True)),
+        (list_pools, NoInput, PeerPoolList, "Every pool on this peer.", hints(read_only=True, idempotent=True)),
+        (delete_pool, DeletePoolInput, PeerDeleted, "Stop a pool's workers and remove it.",
+         hints(destructive=True, idempotent=True)),
+        (store_reflection, StoreReflectionInput, Stored, "Keep a piece of text, searchable later.", hints()),
+        (store_conversation, StoreConversationInput, Stored,
+         "Keep a conversation (or a task memory record), searchable later.", hints(idempotent=True)),
+        (search_conversations, SearchConversationsInput, ConversationHits,
+         "Full-text search over stored conversations and reflections, best first.",
+         hints(read_only=True, idempotent=True)),
+        (get_liveness, NoInput, Liveness, "Is the peer up, and for how long.", hints(read_only=True, idempotent=True)),
+    ]
+    return ModelToolServer(
+        "session-buddy", title="Mahavishnu Session-Buddy peer", version=__version__,
+        instructions="Session-Buddy-compatible pool peer: create_pool, execute_on_pool, ...",
+        tools=[ModelTool(fn.__name__, None, doc, inp, out, fn, ann) for fn, inp, out, doc, ann in tools])
 
 
 def execution(pool_id: str, record: TaskRecord) -> PeerExecution:

@@ -293,16 +293,26 @@ class PoolManager:
         pool = _Pool(new_pool_id(), config, _now())
         backend = self._make_backend(pool)
         await backend.verify()  # fails early: unknown type, unreachable peer, missing tools, no cluster
-        self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
-                               PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
-        self._pools[pool.pool_id] = pool
-        self._event("pool_registered", pool.pool_id, data={"name": config.name,
-                                                          "pool_type": config.type.value})
-        if self.started:
-            await self._start_backend(pool, backend)
-        else:  # start() brings it up: the backend already verified, not a second one
-            pool.verified = backend
-        self.store.commit()
+        try:
+            self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
+                                   PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
+            self._pools[pool.pool_id] = pool
+            self._event("pool_registered", pool.pool_id, data={"name": config.name,
+                                                              "pool_type": config.type.value})
+            if self.started:
+                await self._start_backend(pool, backend)
+            else:  # start() brings it up: the backend already verified, not a second one
+                pool.verified = backend
+            self.store.commit()
+        except BaseException:
+            # Half-registered: verify() may have made the pool on a peer; leave nothing behind there or here.
+            self._pools.pop(pool.pool_id, None)
+            with contextlib.suppress(Exception):
+                self.store.close_pool(pool.pool_id, "registration failed")
+                self.store.commit()
+            with contextlib.suppress(Exception):
+                await backend.close()
+            raise
         return self.pool_info(pool)
 
     def pool_info(self, pool: _Pool, details: bool = False) -> PoolInfo:

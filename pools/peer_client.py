@@ -26,6 +26,17 @@ class PeerReply:
     text: str
 
     @property
+    def error(self) -> dict[str, Any]:
+        """An error result's {code, message, field} (our servers' shape), or {} for any other answer."""
+        err = (self.data or {}).get("error") if self.is_error else None
+        return err if isinstance(err, dict) else {}
+
+    @property
+    def code(self) -> str | None:
+        code = self.error.get("code")
+        return code if isinstance(code, str) else None
+
+    @property
     def message(self) -> str:
         if self.data and isinstance(self.data.get("error"), (str, dict)):
             err = self.data["error"]
@@ -53,7 +64,9 @@ def health_url(endpoint: str) -> str:
 
 
 def read_reply(result: Any) -> PeerReply:
-    """An MCP CallToolResult, read the way every caller here needs it."""
+    """An MCP CallToolResult, read the way every caller here needs it. Our servers answer an
+    error with no structured content and the JSON text {"error": {code, message, field}}
+    (specs/tools.md), so JSON text becomes `data` too."""
     text = "\n".join(getattr(c, "text", "") for c in (result.content or []))
     data = result.structured_content
     if data is None and text.strip().startswith("{"):

@@ -27,7 +27,8 @@ async def test_listed_schemas_match_the_specs(home: Path) -> None:
     for tool in listed:
         doc = documented[tool.name]
         assert tool.description == doc["description"]
-        assert set(tool.input_schema["properties"]) == set(doc["inputSchema"]["properties"]), tool.name
+        assert tool.input_schema == doc["inputSchema"], tool.name  # what is served is what is documented
+        assert tool.input_schema["additionalProperties"] is False, tool.name  # extra keys are refused
         assert set(tool.input_schema.get("required", [])) == set(doc["inputSchema"].get("required", []))
         for name, prop in tool.input_schema["properties"].items():
             assert prop.get("description") == doc["inputSchema"]["properties"][name].get("description")
