@@ -12,6 +12,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.helpers.fuzz import check_bad_inputs
 from tests.helpers.replies import tool_error
 from tests.helpers.server import ROOT, cli_env, run_cli, running_server, write_settings
 
@@ -29,6 +30,7 @@ async def test_stdio_server_serves_every_tool(home: Path, tmp_path: Path) -> Non
         assert not out.is_error and out.structured_content["task"]["state"] == "completed"
         bad = await client.call_tool("pools_execute", {"task_type": "nope"})
         assert tool_error(bad)["code"] == "unknown_task_type"
+        await check_bad_inputs(client)
 
 
 def test_non_loopback_bind_without_token_is_refused(home: Path) -> None:
