@@ -3,7 +3,10 @@
     python bench/local_pool.py [--tasks 2000] [--runs 3]
 
 Every task of ours is validated, given an id, recorded in the SQLite store (queued,
-running, finished with its result) and awaited, as through the real product.
+running, finished with its result) and awaited, as through the real product. All tasks
+are submitted at once, as ProcessPoolExecutor.submit is called for all of them: each
+submit returns its id only after the record is committed (concurrent submits share a
+commit), and each wait returns only after the outcome is committed.
 """
 
 from __future__ import annotations
@@ -43,12 +46,12 @@ async def ours(n: int) -> float:
         for i in range(50):
             await manager.execute("bench", "echo", {"i": i})
         start = time.perf_counter()
-        records = [await manager.submit("bench", "echo", {"i": i}) for i in range(n)]
+        records = await asyncio.gather(*(manager.submit("bench", "echo", {"i": i}) for i in range(n)))
         for r in records:
             done = await manager.wait(r.task_id)
             assert done.state is TaskState.COMPLETED, done.error
         rate = n / (time.perf_counter() - start)
-        manager.store.commit()
+        await manager.durable()
         stored = manager.store._db.execute(
             "SELECT count(*) FROM tasks WHERE state = 'completed' AND result IS NOT NULL").fetchone()[0]
         assert stored == n + 50, f"only {stored} of {n + 50} tasks recorded"

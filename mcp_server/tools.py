@@ -55,8 +55,10 @@ async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress)
                 raise PoolNotFound("no pool given and there is no pool named 'default'; pass pool (--pool NAME) "
                                    "or auto_route; `mahavishnu pools list` shows the pools", field="pool") from exc
             raise
+    # A waiting call shows the id only at the end: one commit then (m.wait) instead of two.
     record = await m.submit(pool.pool_id, inp.task_type, inp.payload,
-                            TaskOptions(timeout=inp.timeout, retries=inp.retries, affinity_key=inp.affinity_key))
+                            TaskOptions(timeout=inp.timeout, retries=inp.retries, affinity_key=inp.affinity_key),
+                            durable=not inp.wait)
     name = pool.config.name
 
     def out(finished: bool, message: str) -> s.ExecuteOutput:
@@ -80,6 +82,7 @@ async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress)
     if record.state.terminal:
         await progress(1, 1, record.state.value)
         return out(True, f"{record.state.value}: {record.summary or ''}".rstrip(": "))
+    await m.durable()
     return out(False, f"still {record.state.value} after {inp.timeout:g}s; it keeps running: "
                       f"`mahavishnu pools task {record.task_id}`")
 

@@ -9,7 +9,8 @@
     │   └── TaskNotFound
     ├── Conflict                   e.g. a pool name already taken, a finished task cancelled
     ├── PoolUnavailable            the pool cannot take work now (closed, failed, unreachable)
-    └── StoreBusy                  another process owns the state directory
+    ├── StoreBusy                  another process owns the state directory
+    └── StoreFailure               the state database could not commit (nothing of it was acknowledged)
 
 Lower-layer errors (subprocess, sqlite, MCP client, Kubernetes) are converted at the
 edge that meets them, with `raise ... from exc`, so callers handle only this tree.
@@ -61,6 +62,10 @@ class PoolUnavailable(PoolError):
 
 class StoreBusy(PoolError):
     code = "store_busy"
+
+
+class StoreFailure(PoolError):
+    code = "store_failure"
 
 
 def describe_validation_error(exc: Exception, prefix: str = "") -> tuple[str, str | None]:

@@ -57,7 +57,6 @@ from pools.telemetry import Telemetry
 log = logging.getLogger("mahavishnu.pools")
 
 EventListener = Callable[[dict[str, Any]], None]
-COMMIT_DELAY = 0.005  # seconds a write may wait for its commit (the window a hard crash can lose)
 
 
 def json_event_sink(where: str) -> EventListener:
@@ -100,6 +99,7 @@ class PoolManager:
         self._pools: dict[str, _Pool] = {}
         self._live: dict[str, TaskRecord] = {}
         self._waiters: dict[str, list[asyncio.Future[TaskRecord]]] = {}
+        self._unsettled: set[str] = set()  # tasks whose outcome waits in the open transaction
         self._maintenance: asyncio.TimerHandle | None = None
         self.listeners: list[EventListener] = []
         self.router = Router()
@@ -120,9 +120,9 @@ class PoolManager:
         await asyncio.to_thread(self._lock.acquire)
         loop = asyncio.get_running_loop()
         try:
-            # Commit a few ms after the first write of a burst: off the path of the reply, and one
-            # commit for everything that happened meanwhile.
-            self._store = Store(self.settings.db_path, schedule=lambda commit: loop.call_later(COMMIT_DELAY, commit))
+            # Group commit: what is acknowledged waits for its batch's commit (see pools.store).
+            self._store = Store(self.settings.db_path, loop)
+            self._store.on_commit.append(self._unsettled.clear)
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             for row in self.store.open_pools():
                 config = PoolConfig.model_validate_json(row["config"])
@@ -156,6 +156,11 @@ class PoolManager:
             self._store = None
         self._lock.release()
         self.started = False
+
+    async def durable(self) -> None:
+        """Return once everything recorded so far is committed; call before acknowledging it."""
+        if self._store is not None:
+            await self._store.durable()
 
     async def __aenter__(self) -> PoolManager:
         await self.start()
@@ -388,8 +393,10 @@ class PoolManager:
 
     # -- tasks ----------------------------------------------------------------------------
     async def submit(self, pool_ref: str, task_type: str, payload: dict[str, Any],
-                     options: TaskOptions | None = None) -> TaskRecord:
-        """Validate and queue a task; returns at once with its record (state queued)."""
+                     options: TaskOptions | None = None, *, durable: bool = True) -> TaskRecord:
+        """Validate and queue a task; returns its record (state queued) once the record is
+        committed: an id this returns survives a crash of this process. A caller that will
+        not show the id before it waits for the outcome passes durable=False (wait commits)."""
         options = options or TaskOptions()
         pool = self.resolve(pool_ref)
         backend = self._backend(pool)
@@ -409,12 +416,16 @@ class PoolManager:
         except PoolError as exc:  # recorded already: end it with the reason rather than leave it queued
             self.task_finished(record.task_id, TaskState.FAILED, None, exc.message, None, pool_fault=True)
             raise
+        if durable:
+            await self.store.durable()
         return record
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
-        """The task once it has finished, or as it stands when `timeout` runs out."""
+        """The task once it has finished (its outcome committed), or as it stands when `timeout` runs out."""
         record = self._live.get(task_id)
         if record is None:
+            if task_id in self._unsettled:
+                await self.durable()
             return self.get_task(task_id)
         future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, []).append(future)
@@ -422,7 +433,10 @@ class PoolManager:
             # asyncio.wait neither cancels the future nor wraps it in a task: cheap, and a
             # caller that gives up leaves the task itself untouched.
             done, _ = await asyncio.wait((future,), timeout=timeout)
-            return future.result() if done else self.get_task(task_id)
+            if done:
+                await self.durable()
+                return future.result()
+            return self.get_task(task_id)
         finally:
             waiters = self._waiters.get(task_id)
             if waiters and future in waiters:
@@ -462,6 +476,7 @@ class PoolManager:
         pool = self._pools.get(record.pool_id)
         if pool is None or pool.backend is None or not pool.backend.cancel(task_id):
             self.task_finished(task_id, TaskState.CANCELLED, None, "cancelled (its pool no longer runs it)", None)
+        await self.durable()
         return self.get_task(task_id)
 
     def _record_from_row(self, row: Any) -> TaskRecord:
@@ -512,6 +527,7 @@ class PoolManager:
         else:
             record.summary = (error or state.value).splitlines()[0][:200]
         self.store.mark_finished(record)
+        self._unsettled.add(task_id)
         self.telemetry.on_finished(record)
         if state is not TaskState.COMPLETED:
             self._event(f"task_{state.value}", record.pool_id, task_id, {"error": record.summary})

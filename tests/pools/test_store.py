@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pools.ids import new_task_id
-from pools.models import TaskRecord, TaskState
+from pools.manager import PoolManager
+from pools.models import PoolConfig, TaskRecord, TaskState
 from pools.store import Store
+from tests.conftest import make_settings
 
 
 def record(pool_id: str, state: TaskState = TaskState.QUEUED) -> TaskRecord:
@@ -53,3 +57,42 @@ def test_counters_and_retention(tmp_path: Path) -> None:
     store.close()
     reopened = Store(tmp_path / "db.sqlite")
     assert reopened.task_row(new.task_id) is not None
+
+
+def committed(path: Path, task_id: str) -> bool:
+    """What another process (or this one restarted) reads: committed rows only."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)).fetchone() is not None
+    finally:
+        db.close()
+
+
+async def test_durable_waiters_share_one_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    records = [record("pool_000000000001") for _ in range(50)]
+
+    async def ack(r: TaskRecord) -> None:
+        store.insert_task(r)
+        await store.durable()
+        assert committed(store.path, r.task_id)
+
+    before = store.commits
+    store.insert_task(record("pool_000000000001"))  # bookkeeping nobody waits for yet
+    assert not store.settled
+    await asyncio.gather(*(ack(r) for r in records))
+    assert store.settled and store.commits - before == 1
+    store.close()
+
+
+async def test_submit_returns_only_committed_ids(tmp_path: Path) -> None:
+    async with PoolManager(make_settings(tmp_path / "home")) as m:
+        await m.register(PoolConfig(name="p", min_workers=1, max_workers=1))
+        tasks = await asyncio.gather(*(m.submit("p", "echo", {"i": i}) for i in range(20)))
+        assert all(committed(m.store.path, t.task_id) for t in tasks)
+        for t in tasks:
+            done = await m.wait(t.task_id, 30)
+            assert done.state is TaskState.COMPLETED
+            db = sqlite3.connect(m.store.path)  # the outcome a waiter sees is committed too
+            assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (t.task_id,)).fetchone()[0] == "completed"
+            db.close()
