@@ -257,7 +257,7 @@ class Renderer:
             ("Queued Tasks", s["queued_tasks"]), ("Running Tasks", s["running_tasks"]),
             ("Tasks Completed", s["tasks_completed"]), ("Tasks Failed", s["tasks_failed"]),
             ("Tasks Cancelled", s["tasks_cancelled"]), ("Tasks Timed Out", s["tasks_timed_out"]),
-            ("Avg Duration", _secs(s.get("avg_duration_s"))),
+            ("Avg Duration", _secs(s.get("avg_duration_s"))), ("Memory Usage", _mb(s.get("memory_mb"))),
         ]
         for kind, t in sorted(s.get("by_type", {}).items()):
             rows += [(f"{kind}_pools", t["pools"]), (f"{kind}_workers", t["workers"])]

@@ -10,6 +10,7 @@ Every query is also evaluated by a live Prometheus in the tests (tests/test_graf
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,20 @@ OUT = Path(__file__).resolve().parent / "dashboards" / "mahavishnu-pools.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 POOL = 'pool=~"$pool"'
+# A server and its peers are scraped alike; the shipped prometheus.yml labels each target with a
+# role, and every query keeps to one role so that a peer's pools (the server's session-buddy pool
+# seen from the other side) are not counted twice. A target without the label counts as any role.
+ROLE = 'role=~"$role|"'
+_SERIES = re.compile(r"\b(mahavishnu_\w+)(\{)?")
+
+
+def with_role(expr: str) -> str:
+    """Add the role matcher to every mahavishnu_* selector of a query."""
+    return _SERIES.sub(lambda m: f"{m[1]}{{{ROLE}, " if m[2] else f"{m[1]}{{{ROLE}}}", expr)
 
 
 def q(expr: str, legend: str, instant: bool = False) -> dict[str, Any]:
-    return {"expr": expr, "legendFormat": legend, "instant": instant, "range": not instant}
+    return {"expr": with_role(expr), "legendFormat": legend, "instant": instant, "range": not instant}
 
 
 # (title, panel type, unit, description, queries)
@@ -189,8 +200,14 @@ def dashboard() -> dict[str, Any]:
             {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
              "current": {"text": "default", "value": "default"}, "hide": 0, "refresh": 1, "options": [],
              "skipUrlSync": False},
+            {"name": "role", "label": "Scraped as", "type": "custom", "query": "server,peer",
+             "description": "server: the pools a Mahavishnu server manages (the default); peer: the pools "
+                            "inside its session-buddy peers, seen from the peers' own /metrics.",
+             "current": {"text": "server", "value": "server"}, "hide": 0, "multi": False, "includeAll": False,
+             "options": [{"text": r, "value": r, "selected": r == "server"} for r in ("server", "peer")],
+             "skipUrlSync": False},
             {"name": "pool", "label": "Pool", "type": "query", "datasource": DS,
-             "query": {"query": "label_values(mahavishnu_pool_up, pool)", "refId": "pool"},
+             "query": {"query": with_role("label_values(mahavishnu_pool_up, pool)"), "refId": "pool"},
              "includeAll": True, "multi": True,
              "allValue": ".*", "current": {"text": "All", "value": "$__all"}, "hide": 0, "refresh": 2, "options": [],
              "skipUrlSync": False,

@@ -32,6 +32,8 @@ class PeerWorker(BaseModel):
     state: str
     pid: int | None = None
     tasks_done: int = 0
+    memory_mb: float | None = Field(default=None, description="Resident memory of the worker process.")
+    cpu_percent: float | None = Field(default=None, description="CPU of the worker process (100 = one core).")
 
 
 class PeerPool(BaseModel):
@@ -176,7 +178,8 @@ def build_peer(manager: PoolManager) -> ModelToolServer:
             raise PoolNotFound(f"pool {pool_id!r} not found on this peer; create it with create_pool",
                                field="pool_id") from None
         return PeerPool(pool_id=pool_id, status=info.status.value, worker_count=info.workers,
-                        workers=[PeerWorker(worker_id=w.worker_id, state=w.state, pid=w.pid, tasks_done=w.tasks_done)
+                        workers=[PeerWorker(worker_id=w.worker_id, state=w.state, pid=w.pid, tasks_done=w.tasks_done,
+                                            memory_mb=w.memory_mb, cpu_percent=w.cpu_percent)
                                  for w in info.worker_details],
                         queue_size=info.metrics.queue_size, tasks_completed=info.metrics.tasks_completed,
                         tasks_failed=info.metrics.tasks_failed)

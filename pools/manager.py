@@ -127,6 +127,7 @@ class PoolManager:
             for row in self.store.open_pools():
                 config = PoolConfig.model_validate_json(row["config"])
                 self._pools[row["pool_id"]] = _Pool(row["pool_id"], config, _dt(row["created_at"]) or _now())
+                self._known(config.name)
             if self.settings.default_pool and self._never_had_pools():
                 await self.register(PoolConfig(name="default", min_workers=1, max_workers=os.cpu_count() or 2))
             await asyncio.gather(*(self._start_backend(p, p.verified) for p in self._pools.values()
@@ -168,6 +169,10 @@ class PoolManager:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def _known(self, pool_name: str) -> None:
+        """Metrics: every series this pool can produce exists at 0 from now on."""
+        self.telemetry.pool_known(pool_name, self.task_types.enabled & set(self.task_types.refs))
 
     def _never_had_pools(self) -> bool:
         row = self.store._db.execute("SELECT count(*) FROM pools").fetchone()
@@ -302,6 +307,7 @@ class PoolManager:
             self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
                                    PoolStatus.INITIALIZING.value, pool.created_at.timestamp())
             self._pools[pool.pool_id] = pool
+            self._known(config.name)
             self._event("pool_registered", pool.pool_id, data={"name": config.name,
                                                               "pool_type": config.type.value})
             if self.started:
@@ -686,5 +692,7 @@ class PoolManager:
             tasks_completed=totals[0] or 0, tasks_failed=totals[1] or 0, tasks_cancelled=totals[2] or 0,
             tasks_timed_out=totals[3] or 0,
             avg_duration_s=round(totals[4] / totals[5], 4) if totals[5] else None,
+            memory_mb=round(sum(mems), 1) if (mems := [i.metrics.memory_mb for i in infos
+                                                         if i.metrics.memory_mb is not None]) else None,
             by_type=by_type,
         )

@@ -241,6 +241,8 @@ class StatsReport(Model):
     tasks_cancelled: int
     tasks_timed_out: int
     avg_duration_s: float | None = None
+    memory_mb: float | None = Field(default=None, description="Resident memory of every pool's workers, where "
+                                                              "the pool type reports it (local and peer pools).")
     by_type: dict[str, TypeStats] = Field(default_factory=dict)
 
 

@@ -25,10 +25,19 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pools.models import PoolStatus, TaskRecord, TaskState
+from pools.models import DistributionStrategy, PoolStatus, RoutingStrategy, TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from pools.manager import PoolManager
+
+# Every value a label can take, so each series can be created at 0 before its first event:
+# Prometheus' increase() and rate() need a sample before the first increment to count it.
+TASK_STATUSES = tuple(s.value for s in TaskState if s.terminal)
+ERROR_KINDS = ("task_failed", "timed_out", "worker_died", "pool_fault", "peer_unreachable")
+SCALE_DIRECTIONS = ("up", "down")
+SCALE_TRIGGERS = ("queue", "idle", "manual", "rebalance")
+ROUTING_OUTCOMES = ("chosen", "fallback")
+DISTRIBUTION_OUTCOMES = ("complete", "partial")
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1)
@@ -66,9 +75,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "Pools chosen by routing; outcome chosen or fallback (affinity could not hold)."),
     MetricSpec("mahavishnu_routing_seconds", "histogram", ("strategy",), "Time to choose a pool."),
     MetricSpec("mahavishnu_scaling_events_total", "counter", ("pool", "direction", "trigger"),
-               "Worker count changes: direction up or down; trigger queue, idle, manual or rebalance."),
+               f"Worker count changes: direction {' or '.join(SCALE_DIRECTIONS)}; "
+               f"trigger {', '.join(SCALE_TRIGGERS)}."),
     MetricSpec("mahavishnu_errors_total", "counter", ("pool", "kind"),
-               "Errors by kind: task_failed, timed_out, worker_died, pool_fault, peer_unreachable."),
+               f"Errors by kind: {', '.join(ERROR_KINDS)}."),
     MetricSpec("mahavishnu_distributions_total", "counter", ("strategy", "outcome"),
                "distribute calls by strategy; outcome complete or partial."),
 )
@@ -151,10 +161,45 @@ class Telemetry:
         # Labelled children, looked up once: .labels() costs microseconds on the per-task path.
         self._children: dict[tuple[Any, ...], Any] = {}
         self._pool_name: Callable[[str], str] = lambda pool_id: pool_id
+        self._pools: set[str] = set()
+        self._task_types: set[str] = set()
+        for strategy in RoutingStrategy:
+            self._child(self.routing_seconds, strategy.value)
+        for dist in DistributionStrategy:
+            for outcome in DISTRIBUTION_OUTCOMES:
+                self._child(self.distributions, dist.value, outcome)
 
     def attach(self, manager: PoolManager) -> None:
         self._pool_name = manager.pool_name
         self.registry.register(_LiveCollector(manager))
+
+    def pool_known(self, pool: str, task_types: list[str] | set[str]) -> None:
+        """Create every series a pool can produce, at 0, as soon as the pool exists."""
+        self._pools.add(pool)
+        for task_type in task_types:
+            self._task_types.add(task_type)
+            self._pool_and_type(pool, task_type)
+        for kind in ERROR_KINDS:
+            self._child(self.errors, pool, kind)
+        for direction in SCALE_DIRECTIONS:
+            for trigger in SCALE_TRIGGERS:
+                self._child(self.scaling, pool, direction, trigger)
+        for strategy in RoutingStrategy:
+            for outcome in ROUTING_OUTCOMES:
+                self._child(self.routing, strategy.value, pool, outcome)
+        self._child(self.queued, pool)
+
+    def task_type_known(self, task_type: str) -> None:
+        """A task type first seen after its pools (a plug-in): its series at 0 on every pool."""
+        self._task_types.add(task_type)
+        for pool in self._pools:
+            self._pool_and_type(pool, task_type)
+
+    def _pool_and_type(self, pool: str, task_type: str) -> None:
+        self._child(self.submitted, pool, task_type)
+        self._child(self.duration, pool, task_type)
+        for status in TASK_STATUSES:
+            self._child(self.tasks, pool, task_type, status)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -175,6 +220,8 @@ class Telemetry:
     def on_submitted(self, record: TaskRecord) -> dict[str, str]:
         """Count the task, open its span; returns the W3C trace carrier that travels with it."""
         pool = self._pool_name(record.pool_id)
+        if record.task_type not in self._task_types:
+            self.task_type_known(record.task_type)
         self._child(self.submitted, pool, record.task_type).inc()
         if not self._tracing():
             return {}
@@ -226,11 +273,11 @@ class Telemetry:
     def on_pool_event(self, pool_id: str, kind: str, data: dict[str, Any]) -> None:
         pool = self._pool_name(pool_id)
         if kind == "pool_scaled":
-            self.scaling.labels(pool, str(data.get("direction")), str(data.get("trigger"))).inc()
+            self._child(self.scaling, pool, str(data.get("direction")), str(data.get("trigger"))).inc()
         elif kind == "worker_died":
-            self.errors.labels(pool, "worker_died").inc()
+            self._child(self.errors, pool, "worker_died").inc()
         elif kind == "pool_failed_work":
-            self.errors.labels(pool, "peer_unreachable").inc()
+            self._child(self.errors, pool, "peer_unreachable").inc()
 
     def on_distributed(self, strategy: str, failed: int) -> None:
-        self.distributions.labels(strategy, "partial" if failed else "complete").inc()
+        self._child(self.distributions, strategy, "partial" if failed else "complete").inc()

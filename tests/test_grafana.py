@@ -14,19 +14,24 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pools.telemetry import METRICS
-from tests.helpers.server import ROOT, running_server, write_settings
+from tests.helpers.server import ROOT, run_cli, running_server, write_settings
+from tests.helpers.waiting import wait_until_sync
 
 GRAFANA = ROOT / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards" / "mahavishnu-pools.json").read_text())
 MUST_HAVE_DATA = {"Pool Overview", "Worker Metrics", "Task Execution", "Latency", "System Throughput"}
-SUBSTITUTIONS = {"$__rate_interval": "10s", "$__range": "5m", "$pool": ".*", "$price_per_worker_second": "0.00001"}
+SUBSTITUTIONS = {"$__rate_interval": "10s", "$__range": "5m", "$pool": ".*", "$price_per_worker_second": "0.00001",
+                 "$role": "server"}
 
 
 def tool(name: str) -> str:
@@ -55,7 +60,8 @@ def test_the_dashboard_is_current_and_has_the_fifteen_panels() -> None:
                       "System Throughput", "Pool Utilization", "Latency", "Error Tracking", "Memory Usage",
                       "Routing Statistics", "Scaling Events", "Task History", "Pool Comparison", "Alert Summary"]
     assert any(p["type"] == "heatmap" for p in DASHBOARD["panels"])
-    assert {v["name"] for v in DASHBOARD["templating"]["list"]} == {"datasource", "pool", "price_per_worker_second"}
+    assert {v["name"] for v in DASHBOARD["templating"]["list"]} == {"datasource", "role", "pool",
+                                                               "price_per_worker_second"}
     assert DASHBOARD["uid"] == "pool-monitoring"
 
 
@@ -107,23 +113,40 @@ def has_data(answer: dict[str, Any]) -> bool:
     return any(not math.isnan(float(v)) for v in values)
 
 
-def test_every_panel_query_against_a_live_prometheus(tmp_path: Path) -> None:
+@contextmanager
+def prometheus_scraping(tmp_path: Path, server: str, peer: str | None = None) -> Iterator[str]:
+    """A real Prometheus on a free port scraping every second, with the shipped config's jobs and
+    role labels (targets swapped for the test's); yields its base URL once it is ready."""
     prometheus = tool("prometheus")
+    shipped = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
+    jobs = []
+    for job in shipped["scrape_configs"]:
+        target = server if job["job_name"] == "mahavishnu_pools" else peer
+        if target is None:
+            continue
+        for group in job["static_configs"]:
+            group["targets"] = [target]
+        jobs.append(job)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                                      "rule_files": [str(GRAFANA / "alerts.yml")], "scrape_configs": jobs}))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    prom = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until_sync(lambda: _ready(base), timeout=60, what="prometheus to be ready", interval=0.1)
+        yield base
+    finally:
+        prom.terminate()
+        prom.wait(30)
+
+
+def test_every_panel_query_against_a_live_prometheus(tmp_path: Path) -> None:
     home = tmp_path / "home"
     write_settings(home)
-    with running_server(home) as (url, _):
-        target = urllib.parse.urlsplit(url).netloc
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            f"rule_files: [{GRAFANA / 'alerts.yml'}]\n"
-            "scrape_configs:\n  - job_name: mahavishnu_pools\n"
-            f"    static_configs: [{{targets: ['{target}']}}]\n")
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        prom = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    with running_server(home) as (url, _), prometheus_scraping(tmp_path, urllib.parse.urlsplit(url).netloc) as base:
         stop = threading.Event()
         worker = threading.Thread(target=workload, args=(home, stop), daemon=True)
         worker.start()
@@ -132,7 +155,7 @@ def test_every_panel_query_against_a_live_prometheus(tmp_path: Path) -> None:
             deadline = time.monotonic() + 60
             while pending and time.monotonic() < deadline:
                 for title, expr in sorted(pending):
-                    answer = promql(base, concrete(expr)) if _ready(base) else {}
+                    answer = promql(base, concrete(expr))
                     if answer.get("status") == "success" and has_data(answer):
                         pending.discard((title, expr))
                 time.sleep(0.5)
@@ -143,8 +166,74 @@ def test_every_panel_query_against_a_live_prometheus(tmp_path: Path) -> None:
         finally:
             stop.set()
             worker.join(30)
-            prom.terminate()
-            prom.wait(30)
+
+
+def panel_query(title: str, legend: str) -> str:
+    (expr,) = [t["expr"] for p in DASHBOARD["panels"] if p["title"] == title for t in p["targets"]
+               if t["legendFormat"] == legend]
+    return concrete(expr)
+
+
+def values(base: str, expr: str) -> dict[str, float]:
+    """An instant query's answer as {label values joined by '/': value}."""
+    answer = promql(base, expr)
+    assert answer.get("status") == "success", (expr, answer)
+    return {"/".join(r["metric"].values()): float(r["value"][1]) for r in answer["data"]["result"]}
+
+
+def test_the_first_scale_failure_and_task_type_reach_the_panels(tmp_path: Path) -> None:
+    """Series exist at 0 before their first event, so increase() counts the first scale, the first
+    failure and the first task of a type; a peer's pools are not counted twice; peer memory shows."""
+    from tests.test_peers import free_port as peer_port
+    from tests.test_peers import peer
+
+    home = tmp_path / "home"
+    write_settings(home, ("analyze", "echo"), default_pool=False, extra="peer_health_interval_s: 0.2\n")
+    with peer(tmp_path / "peer", peer_port()) as (peer_url, _), running_server(home) as (url, _):
+        run(home, "pools", "register", "-n", "first", "-m", "1", "-w", "3")
+        run(home, "pools", "register", "-n", "buddy", "-t", "session-buddy", "--endpoint", peer_url)
+        netloc = urllib.parse.urlsplit
+        with prometheus_scraping(tmp_path, netloc(url).netloc, netloc(peer_url).netloc) as base:
+            zero = ('mahavishnu_scaling_events_total{pool="first", direction="up", trigger="manual"} == 0 and '
+                    'on () mahavishnu_errors_total{pool="first", kind="task_failed"} == 0 and on () '
+                    'mahavishnu_tasks_total{pool="first", task_type="echo", status="completed"} == 0')
+            wait_until_sync(lambda: has_data(promql(base, zero)), timeout=60, interval=0.25,
+                            what="prometheus to store the first pool's series at 0")
+            run(home, "pools", "scale", "first", "--target", "2")
+            run(home, "pools", "execute", "-p", "first", "-t", "analyze", "--payload", '{"file": "/no.py"}', code=1)
+            run(home, "pools", "execute", "-p", "first", "-t", "echo", "--payload", '{"x": 1}')
+            firsts = {
+                "scale up": panel_query("Scaling Events", "scale up"),
+                "manual trigger": panel_query("Scaling Events", "{{trigger}}"),
+                "errors by kind": panel_query("Error Tracking", "errors in the last hour"),
+                "tasks by type": panel_query("Task Distribution", "{{task_type}}"),
+            }
+
+            def seen() -> bool:
+                got = {name: values(base, expr) for name, expr in firsts.items()}
+                return (got["scale up"].get("", 0) > 0 and got["manual trigger"].get("manual", 0) > 0
+                        and got["errors by kind"].get("", 0) > 0 and got["tasks by type"].get("echo", 0) > 0)
+
+            wait_until_sync(seen, timeout=90, what="the first scale, failure and echo task on the panels",
+                            interval=0.25)
+            listed = json.loads(run(home, "pools", "list", "-f", "json").stdout)["pools"]
+            total = panel_query("Pool Overview", "Total pools")
+            wait_until_sync(lambda: values(base, total).get("") == len(listed), timeout=60,
+                            what=f"Pool Overview to count the CLI's {len(listed)} pools")
+            # each pool once in a per-pool panel; the peer's own pool only under role=peer
+            per_pool = values(base, panel_query("Pool Health", "{{pool}} memory"))
+            assert sorted(per_pool) == sorted(p["name"] for p in listed)
+            wait_until_sync(lambda: values(base, panel_query("Pool Health", "{{pool}} memory")).get("buddy", 0) > 0,
+                            timeout=60, what="the session-buddy pool's memory from its peer")
+            peers = values(base, panel_query("Pool Health", "{{pool}} memory").replace('role=~"server|"',
+                                                                                       'role=~"peer|"'))
+            assert len(peers) == 1 and next(iter(peers)).startswith("sb-"), peers
+
+
+def run(home: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    result = run_cli(home, *args)
+    assert result.returncode == code, (args, result.stdout, result.stderr)
+    return result
 
 
 def _ready(base: str) -> bool:

@@ -14,12 +14,12 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    result = run("ruff", "check", ".")
+    result = run("ruff", "check", "--no-cache", ".")  # no .ruff_cache/ in the checkout
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_on_the_library_and_server() -> None:
-    result = run("mypy")
+    result = run("mypy", "--cache-dir", "/dev/null")  # no .mypy_cache/ in the checkout
     assert result.returncode == 0, result.stdout + result.stderr
 
 

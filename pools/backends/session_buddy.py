@@ -31,6 +31,11 @@ FAILED_AFTER = 3  # consecutive failed probes before degraded becomes failed
 TERMINAL = {s.value for s in TaskState if s.terminal}
 
 
+def _number(value: Any) -> float | None:
+    """A figure a peer reports, or None when it reports none (a text-only Session-Buddy)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 class SessionBuddyBackend(JobQueue, PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, token: str | None = None,
                  health_interval: float = 2.0, slots: int = PEER_WORKERS) -> None:
@@ -105,7 +110,8 @@ class SessionBuddyBackend(JobQueue, PoolBackend):
         listed = (reply.data or {}).get("workers") if not reply.is_error else None
         if isinstance(listed, list) and listed:
             return [WorkerInfo(worker_id=f"{self.config.name}/{w.get('worker_id', i)}", pid=w.get("pid"),
-                               state=str(w.get("state", "idle")), tasks_done=int(w.get("tasks_done", 0)))
+                               state=str(w.get("state", "idle")), tasks_done=int(w.get("tasks_done", 0)),
+                               memory_mb=_number(w.get("memory_mb")), cpu_percent=_number(w.get("cpu_percent")))
                     for i, w in enumerate(listed) if isinstance(w, dict)]
         # A text-only peer does not list its workers; it always manages three.
         return [WorkerInfo(worker_id=f"{self.config.name}/worker_{i + 1}", state="idle") for i in range(PEER_WORKERS)]

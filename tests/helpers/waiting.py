@@ -16,12 +16,14 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what:
         await asyncio.sleep(0.02)
 
 
-def wait_until_sync(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_until_sync(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition",
+                    interval: float = 0.02) -> None:
+    """`interval` only spaces the checks (a costly condition, like a PromQL query, is not run 50 times a second)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def gone(pid: int) -> bool:
