@@ -211,7 +211,11 @@ class PoolManager:
 
         return KubernetesBackend(pool.pool_id, pool.config, self, context=self._run_context(pool),
                                  poll_interval=self.settings.k8s_poll_interval_s,
-                                 pending_timeout=self.settings.k8s_pending_timeout_s)
+                                 pending_timeout=self.settings.k8s_pending_timeout_s,
+                                 ttl_after_finished=self.settings.k8s_job_ttl_s,
+                                 degraded_after=self.settings.k8s_degraded_after_s,
+                                 failed_after=self.settings.k8s_failed_after_s,
+                                 enabled_task_types=list(self.settings.enabled_task_types))
 
     async def _start_backend(self, pool: _Pool, backend: PoolBackend | None = None) -> None:
         backend = backend or self._make_backend(pool)
@@ -266,7 +270,8 @@ class PoolManager:
         pool = self._pools.get(record.pool_id)
         if pool is None or pool.backend is None:
             return f"its pool {record.pool_id} is closed or failed to start"
-        if record.state is TaskState.RUNNING and not task_type.idempotent:
+        if record.state is TaskState.RUNNING and not task_type.idempotent and \
+                not pool.backend.resumable(record.task_id):
             return (f"it was running under the previous owner of {self.settings.home}; task type "
                     f"{record.task_type!r} is not idempotent, so it was not re-run")
         return None

@@ -63,7 +63,17 @@ class Settings(BaseModel):
                                         description="Bearer tokens by peer endpoint URL.")
     ecosystem_file: Path | None = Field(default=None, description="Candidate peers for discover; default "
                                                                   "$MAHAVISHNU_HOME/ecosystem.yaml.")
-    k8s_poll_interval_s: float = Field(default=0.5, gt=0, description="How often Kubernetes Jobs are checked.")
+    k8s_poll_interval_s: float = Field(default=0.5, gt=0, description="Kubernetes: the first wait before an API "
+                                                                      "call is retried (then doubling), and how often "
+                                                                      "stuck Jobs and warm replicas are checked.")
+    k8s_job_ttl_s: int = Field(default=300, ge=0, description="Kubernetes: a finished Job (and its pods) is "
+                                                             "deleted this long after it ends; its result is "
+                                                             "read before.")
+    k8s_degraded_after_s: float = Field(default=10.0, gt=0, description="Kubernetes: API errors that persist this "
+                                                                        "long turn the pool degraded.")
+    k8s_failed_after_s: float = Field(default=120.0, gt=0, description="Kubernetes: API errors that persist this "
+                                                                       "long turn the pool failed (it recovers "
+                                                                       "by itself when the API answers again).")
     k8s_pending_timeout_s: float = Field(default=120.0, gt=0, description="A Job whose pod has not started by "
                                                                           "then fails with the reason.")
     event_log: str | None = Field(default=None, description="Also write every event as a JSON line to this file "

@@ -134,6 +134,11 @@ class PoolBackend(ABC):
         """None when this pool can run `task_type`, else why not."""
         return None
 
+    def resumable(self, task_id: str) -> bool:
+        """True when a task the previous owner left running is still running here (a Kubernetes
+        Job): submitting it again follows it to its end instead of running it a second time."""
+        return False
+
     @abstractmethod
     async def scale(self, target: int, trigger: str = "manual") -> int:
         """Move toward `target` workers within min..max; returns the new target."""

@@ -2,9 +2,10 @@
 
 Standard library only, so a stock `python:3.13-slim` image runs the stdlib task types
 (echo, shell, python); an image with this package installed (see kubernetes/Dockerfile) runs
-every task type through the package itself. The task arrives in the environment:
-MAHAVISHNU_TASK (one task as JSON), or MAHAVISHNU_TASKS (a list) with JOB_COMPLETION_INDEX for
-the shards of an Indexed Job. The result leaves as the pod log's last line:
+every task type through the package itself. The task arrives as a JSON file whose path is in
+MAHAVISHNU_TASK_FILE (a Secret mounted read-only: env values and argv would be rewritten by the
+kubelet's `$(VAR)` expansion, and one env var over 128 KiB cannot be exec'd). The result leaves
+as the pod log's last line:
 
     MAHAVISHNU_RESULT {"ok": true, "result": ...}      or      {"ok": false, "error": "..."}
 """
@@ -39,10 +40,8 @@ def run(task: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    if "MAHAVISHNU_TASKS" in os.environ:
-        task = json.loads(os.environ["MAHAVISHNU_TASKS"])[int(os.environ["JOB_COMPLETION_INDEX"])]
-    else:
-        task = json.loads(os.environ["MAHAVISHNU_TASK"])
+    with open(os.environ["MAHAVISHNU_TASK_FILE"], encoding="utf-8") as file:
+        task = json.load(file)
     try:
         out = {"ok": True, "result": run(task)}
     except BaseException as exc:
