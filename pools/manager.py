@@ -288,6 +288,13 @@ class PoolManager:
                 except Exception:  # a broken listener must not break the pool
                     log.exception("event listener failed")
 
+    async def record_event(self, kind: str, pool_id: str | None = None, task_id: str | None = None,
+                           data: dict[str, Any] | None = None) -> None:
+        """An application's own event (mahavishnu.integrations.EventCollector), logged and committed
+        like the pools' events."""
+        self._event(kind, pool_id, task_id, data)
+        await self.store.durable()
+
     # -- pools ----------------------------------------------------------------------------
     def resolve(self, ref: str) -> _Pool:
         """A pool by id or by name."""

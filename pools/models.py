@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Model(BaseModel):
@@ -79,7 +79,7 @@ class PoolConfig(Model):
 
     name: str = Field(description="Unique pool name: letters, digits, '.', '_' or '-', at most 63 characters.")
     type: PoolType = Field(
-        default=PoolType.MAHAVISHNU,
+        default=PoolType.MAHAVISHNU, validation_alias=AliasChoices("type", "pool_type"),  # outputs say pool_type
         description="Pool type: mahavishnu (local worker processes), session-buddy (a remote MCP peer) or kubernetes.")
     min_workers: int = Field(default=1, ge=0, le=1000, description="Workers kept up when idle.")
     max_workers: int = Field(default=10, ge=1, le=1000, description="Upper bound the pool scales to.")
