@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from tests.helpers.census import orphans
 from tests.helpers.server import running_server, write_settings
+from tests.helpers.waiting import gone, wait_until_sync
 
 # How many times each kill-at-ack loop kills a server; the issue's own measurement used 20 and 10.
 TRIES = int(os.environ.get("MAHAVISHNU_KILL_TRIES", "5"))
@@ -119,3 +121,29 @@ def test_acknowledged_ids_are_reconciled_after_the_kill(home: Path) -> None:
     with running_server(home) as (url, _):
         tasks = asyncio.run(states(url))
     assert [t["state"] for t in tasks] == ["completed"] * len(acked), tasks
+
+
+async def call(url: str, tool: str, arguments: dict[str, Any]) -> Any:
+    async with Client(url) as client:
+        result = await client.call_tool(tool, arguments)
+        assert not result.is_error, result.content
+        return result.structured_content
+
+
+@pytest.mark.parametrize("target", ["daemon_then_wait", "hold_the_gil"])
+def test_nothing_outlives_a_server_killed_with_sigkill(home: Path, tmp_path: Path, target: str) -> None:
+    """A task that started a daemon, or one stuck in C code holding the GIL (where no thread of
+    the worker can run), ends with its server: the kernel tells the keeper, the keeper kills."""
+    write_settings(home, enabled=("echo", "python"))
+    marker, gate = tmp_path / "started", tmp_path / "gate"
+    args = [str(marker)] if target == "hold_the_gil" else [str(marker), str(gate)]
+    with running_server(home) as (url, proc):
+        asyncio.run(call(url, "pools_execute", {"task_type": "python", "wait": False, "payload": {
+            "target": f"tests.helpers.tasks:{target}", "args": args}}))
+        wait_until_sync(lambda: marker.exists() and bool(marker.read_text()), what="the task to start")
+        assert orphans(proc.pid), "the census does not see the server's workers"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    started = int(marker.read_text())  # the worker holding the GIL, or the daemon
+    wait_until_sync(lambda: gone(started), what=f"process {started} to end with its server")
+    wait_until_sync(lambda: not orphans(proc.pid), what=f"no orphans after SIGKILL: {orphans(proc.pid)}")

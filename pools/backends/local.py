@@ -9,9 +9,11 @@
 
 Each worker runs one task at a time and stays up between tasks. The pool grows toward
 max_workers while tasks wait and shrinks to min_workers after idle_timeout. A timeout
-or a cancel kills the worker's process group and starts a replacement; a worker that
-dies mid-task fails (or retries) its task with the exit status, and a pool whose
-workers keep dying turns degraded.
+or a cancel kills the worker and everything it started, and starts a replacement; a
+worker that dies mid-task fails (or retries) its task with the exit status, and a pool
+whose workers keep dying turns degraded. Each worker process is watched through a pidfd
+and reaped the moment it exits, however it ended (no zombies after any churn); how a
+worker makes sure nothing it started outlives it is in worker_process.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 
 SPAWN_READY_TIMEOUT = 30.0
+OWNER_ENV = "MAHAVISHNU_WORKER_OWNER"  # pid of the process that owns the pool
 USAGE_INTERVAL = 1.0  # seconds between psutil samples of a worker
 
 
@@ -54,13 +57,14 @@ def describe_exit(returncode: int | None) -> str:
 
 class _Worker:
     __slots__ = ("worker_id", "proc", "conn", "state", "job", "tasks_done", "idle_since", "timer", "ps",
-                 "started", "usage")
+                 "started", "usage", "pid", "gone")
 
     def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Connection) -> None:
         self.worker_id = worker_id
-        self.proc = proc
+        self.proc = proc  # the keeper on Linux (see worker_process), else the worker itself
+        self.pid: int | None = None  # the process that runs tasks, as it reported when ready
         self.conn = conn
-        self.state = "starting"  # starting -> idle <-> busy -> stopping
+        self.state = "starting"  # starting -> idle <-> busy -> stopping (asked) | exiting (on its own)
         self.job: Job | None = None
         self.tasks_done = 0
         self.idle_since = time.monotonic()
@@ -68,6 +72,7 @@ class _Worker:
         self.ps: psutil.Process | None = None
         self.usage: tuple[float, float | None, float | None] = (0.0, None, None)  # (when, memory MB, CPU %)
         self.started = asyncio.get_running_loop().create_future()
+        self.gone = asyncio.get_running_loop().create_future()  # set once the process is reaped
 
     def measure(self) -> tuple[float | None, float | None]:
         """Memory and CPU, sampled at most once per USAGE_INTERVAL. Snapshots are read on every
@@ -80,7 +85,20 @@ class _Worker:
         return self.usage[1], self.usage[2]
 
     def kill(self) -> None:
-        """End the worker and everything it started (it leads its own process group)."""
+        """End the worker and everything it started. With a keeper: the worker dies now and its
+        keeper kills and reaps everything below it, then exits; without one: the process group."""
+        if self.proc.returncode is not None:
+            return
+        if self.pid is not None and self.pid != self.proc.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)  # the keeper: covers a worker not yet ready
+            return
+        self.kill_group()
+
+    def kill_group(self) -> None:
+        """The last resort: the session's process group, whatever is in it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
@@ -133,12 +151,17 @@ class LocalBackend(JobQueue, PoolBackend):
                 self._retire(worker, graceful=False)
             else:
                 self._retire(worker, graceful=True)
-        deadline = time.monotonic() + 2.0
-        for worker in workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(worker.proc.wait, max(0.05, deadline - time.monotonic()))
-            worker.kill()
-            await asyncio.to_thread(worker.proc.wait)
+        if workers:
+            # A graceful stop is one message; give the workers a moment, then end the stragglers.
+            await asyncio.wait([w.gone for w in workers], timeout=2.0)
+            for worker in workers:
+                if not worker.gone.done():
+                    worker.kill()
+            await asyncio.wait([w.gone for w in workers], timeout=5.0)
+            for worker in workers:
+                if not worker.gone.done():
+                    worker.kill_group()
+                    await asyncio.to_thread(worker.proc.wait)
         self._workers.clear()
 
     # -- tasks ---------------------------------------------------------------------------
@@ -212,6 +235,8 @@ class LocalBackend(JobQueue, PoolBackend):
         # Workers import this package; make sure they find it even when not installed.
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # Inherited by everything a task starts: who owns these processes (for operators and tests).
+        env[OWNER_ENV] = str(os.getpid())
         proc = subprocess.Popen(
             [sys.executable, "-m", "pools.backends.worker_process", str(child_sock.fileno()), str(os.getpid())],
             pass_fds=(child_sock.fileno(),), start_new_session=True, env=env,
@@ -223,19 +248,51 @@ class LocalBackend(JobQueue, PoolBackend):
         self._workers[worker_id] = worker
         assert self._loop is not None
         self._loop.add_reader(conn.fileno(), self._on_readable, worker)
+        self._watch_exit(worker)
         return worker
+
+    def _watch_exit(self, worker: _Worker) -> None:
+        """Reap the process the moment it exits (a pidfd becomes readable; elsewhere a thread
+        waits), then report it."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            fd = os.pidfd_open(worker.proc.pid)
+        except (AttributeError, OSError):
+            loop.run_in_executor(None, worker.proc.wait).add_done_callback(lambda _: self._exited(worker))
+            return
+
+        def ready() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            worker.proc.poll()
+            self._exited(worker)
+
+        loop.add_reader(fd, ready)
+
+    def _exited(self, worker: _Worker) -> None:
+        if not worker.gone.done():
+            worker.gone.set_result(worker.proc.returncode)
+        if self._workers.get(worker.worker_id) is worker:
+            self._on_worker_exit(worker)  # it was not asked to stop: it died
 
     def _on_readable(self, worker: _Worker) -> None:
         try:
             message = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError, pickle.UnpicklingError):
-            self._on_worker_exit(worker)
+            # The worker is going: stop reading; its exit (reaped above) reports how it ended.
+            assert self._loop is not None
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(worker.conn.fileno())
+            if worker.state != "stopping":
+                worker.state = "exiting"
             return
         if message[0] == READY:
+            worker.pid = message[1]
             worker.state = "idle"
             worker.idle_since = time.monotonic()
             with contextlib.suppress(psutil.Error):
-                worker.ps = psutil.Process(worker.proc.pid)
+                worker.ps = psutil.Process(worker.pid)
                 worker.ps.cpu_percent(None)
             if not worker.started.done():
                 worker.started.set_result(None)
@@ -262,22 +319,19 @@ class LocalBackend(JobQueue, PoolBackend):
         if worker.worker_id not in self._workers:
             return
         self._detach(worker)
-        returncode = worker.proc.poll()
-        if returncode is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                returncode = worker.proc.wait(timeout=1.0)
-        how = describe_exit(returncode)
+        how = describe_exit(worker.proc.returncode)
         if not worker.started.done():
             worker.started.set_exception(PoolUnavailable(f"worker exited during start-up ({how})"))
             worker.started.exception()  # mark retrieved; start() reports it
         if worker.state != "stopping":
-            self._crashes.append((time.monotonic(), f"{worker.worker_id} (pid {worker.proc.pid}) {how}"))
-            self.sink.pool_event(self.pool_id, "worker_died", {"worker_id": worker.worker_id,
-                                                               "pid": worker.proc.pid, "how": how})
+            pid = worker.pid or worker.proc.pid
+            self._crashes.append((time.monotonic(), f"{worker.worker_id} (pid {pid}) {how}"))
+            self.sink.pool_event(self.pool_id, "worker_died", {"worker_id": worker.worker_id, "pid": pid,
+                                                               "how": how})
             self._spawn_backoff = time.monotonic() + min(5.0, 0.1 * 2 ** min(len(self._crashes), 6))
         job, worker.job = worker.job, None
         if job is not None:
-            reason = f"worker process {worker.proc.pid} died while running the task ({how})"
+            reason = f"worker process {worker.pid or worker.proc.pid} died while running the task ({how})"
             if job.attempts <= job.retries:
                 self._queue.appendleft(job)
                 self.sink.task_requeued(job.task_id, reason + "; retrying")
@@ -323,9 +377,6 @@ class LocalBackend(JobQueue, PoolBackend):
             worker.kill()
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if not graceful:
-            # Reap without blocking the loop so killed workers never linger as zombies.
-            asyncio.get_running_loop().run_in_executor(None, worker.proc.wait)
 
     # -- scaling -------------------------------------------------------------------------
     async def scale(self, target: int, trigger: str = "manual") -> int:
@@ -378,7 +429,8 @@ class LocalBackend(JobQueue, PoolBackend):
         workers = []
         for w in self._workers.values():
             mem, cpu = w.measure()
-            workers.append(WorkerInfo(worker_id=w.worker_id, pid=w.proc.pid, state=w.state,
+            state = "stopping" if w.state == "exiting" else w.state
+            workers.append(WorkerInfo(worker_id=w.worker_id, pid=w.pid or w.proc.pid, state=state,
                                       task_id=w.job.task_id if w.job else None, tasks_done=w.tasks_done,
                                       memory_mb=mem, cpu_percent=cpu))
         in_flight = sum(1 for w in self._workers.values() if w.job is not None)

@@ -40,3 +40,63 @@ def spawn_sleeper(pidfile: str) -> None:
     child = subprocess.Popen(["sleep", "300"])
     Path(pidfile).write_text(str(child.pid))
     child.wait()
+
+
+def _daemon(pidfile: str) -> None:
+    """Start a daemon the classic way (fork, setsid, fork again; the middle process exits) and
+    record its pid: it escapes the task's process group and its parent."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys, time\n"
+            "os.setsid()\n"
+            "if os.fork():\n    os._exit(0)\n"
+            "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+            "os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
+            "time.sleep(600)\n")
+    subprocess.run([sys.executable, "-c", code, pidfile], check=True)
+    deadline = time.time() + 30
+    while not Path(pidfile).exists() and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def leave_background_child(pidfile: str) -> int:
+    """Start a child in the task's own process group, record its pid, return without waiting."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    Path(pidfile).write_text(str(child.pid))
+    return child.pid
+
+
+def leave_setsid_child(pidfile: str) -> None:
+    """Start a child in a session of its own and return without waiting for it."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    Path(pidfile).write_text(str(child.pid))
+
+
+def leave_daemon(pidfile: str) -> None:
+    _daemon(pidfile)
+
+
+def daemon_then_exit(pidfile: str, code: int) -> None:
+    """Start a daemon, then crash the worker."""
+    _daemon(pidfile)
+    os._exit(code)
+
+
+def daemon_then_wait(pidfile: str, gate: str) -> dict[str, float | int]:
+    """Start a daemon, then block on the gate (for timeouts, cancels, owner deaths)."""
+    _daemon(pidfile)
+    return wait_for_file(gate)
+
+
+def hold_the_gil(marker: str) -> bool:
+    """Record that it started, then run a regex that backtracks for hours without ever
+    releasing the GIL: no thread of this process runs until it ends."""
+    import re
+
+    Path(marker).write_text(str(os.getpid()))
+    return re.match(r"(a+)+$", "a" * 64 + "b") is not None
