@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ class Distribution:
         self.payload = self.tt.validate_payload(payload)
         self.failed_pools: set[str] = set()
         self._task_ids: set[str] = set()
+        self.group = f"dist_{uuid.uuid4().hex}"  # its shards on one Kubernetes pool share an Indexed Job
 
     def _candidates(self) -> list[Candidate]:
         ok, _ = eligible(self.m.candidates(self.task_type, self.pool_type))
@@ -119,7 +121,7 @@ class Distribution:
                 pool = next(c for c in options if c.pool_id == decision.pool_id)
             try:
                 record = await self.m.submit(pool.pool_id, self.task_type, shard,
-                                             TaskOptions(timeout=self.timeout))
+                                             TaskOptions(timeout=self.timeout), group=self.group)
             except PoolError as exc:  # the pool cannot take work now: it failed, try another
                 self.failed_pools.add(pool.pool_id)
                 tried.append(pool.name)

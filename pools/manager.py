@@ -411,10 +411,12 @@ class PoolManager:
 
     # -- tasks ----------------------------------------------------------------------------
     async def submit(self, pool_ref: str, task_type: str, payload: dict[str, Any],
-                     options: TaskOptions | None = None, *, durable: bool = True) -> TaskRecord:
+                     options: TaskOptions | None = None, *, durable: bool = True,
+                     group: str | None = None) -> TaskRecord:
         """Validate and queue a task; returns its record (state queued) once the record is
         committed: an id this returns survives a crash of this process. A caller that will
-        not show the id before it waits for the outcome passes durable=False (wait commits)."""
+        not show the id before it waits for the outcome passes durable=False (wait commits).
+        `group`: the shards of one distribution, which a backend may run together."""
         options = options or TaskOptions()
         pool = self.resolve(pool_ref)
         backend = self._backend(pool)
@@ -430,7 +432,7 @@ class PoolManager:
         carrier = self.telemetry.on_submitted(record)
         try:
             backend.submit(Job(record.task_id, task_type, self.task_types.refs[task_type], clean, options.timeout,
-                               options.retries, trace=carrier))
+                               options.retries, trace=carrier, group=group))
         except PoolError as exc:  # recorded already: end it with the reason rather than leave it queued
             self.task_finished(record.task_id, TaskState.FAILED, None, exc.message, None, pool_fault=True)
             raise

@@ -115,8 +115,10 @@ async def test_distribution_over_a_local_and_a_kubernetes_pool(manager: PoolMana
     out = await manager.distribute("echo", {"items": list(range(40))}, DistributionStrategy.MAP_REDUCE)
     assert out.failed == 0 and out.result["count"] == 40
     assert {s.pool_name for s in out.shards} == {"local", "k8s"}
-    if not REAL:
-        assert all(j["spec"]["completions"] == 1 for j in kube.jobs())  # one Job per shard
+    if not REAL:  # the shards a dispatch found queued together share an Indexed Job, each index on its own
+        indexed = [j["spec"] for j in kube.jobs() if j["spec"]["completionMode"] == "Indexed"]
+        assert indexed and all(s["parallelism"] <= 3 and s["backoffLimitPerIndex"] == 0 and
+                               s["template"]["spec"]["activeDeadlineSeconds"] > 0 for s in indexed)
 
 
 async def test_stock_images_run_only_stdlib_types(manager: PoolManager, kube: FakeKube) -> None:
@@ -231,6 +233,45 @@ async def test_timeout_and_cancel_stop_the_pod(manager: PoolManager, kube: FakeK
         await wait_until(lambda: kube.running_processes() == 0, what="the Job's pod to be killed")
         name = (cancelled.worker_id or "").split("/")[-1]
         assert ("DELETE", f"/apis/batch/v1/namespaces/tasks/jobs/{name}") in kube.requests
+
+
+async def test_shards_share_an_indexed_job_and_end_on_their_own(manager: PoolManager, kube: FakeKube) -> None:
+    """One distribution's shards: one Indexed Job; a failing shard fails alone, a slow one times out
+    at its own deadline, a healthy one completes."""
+    await manager.register(cluster(kube))
+    options = TaskOptions(timeout=3)
+    good, bad, slow = await asyncio.gather(
+        manager.submit("k8s", "python", {"target": "json:dumps", "args": ["fine"]}, options, group="dist_1"),
+        manager.submit("k8s", "python", {"target": "json:loads", "args": ["{bad"]}, options, group="dist_1"),
+        manager.submit("k8s", "python", {"target": "time:sleep", "args": [30]}, options, group="dist_1"))
+    assert (await manager.wait(good.task_id, 60)).result == {"value": "\"fine\""}
+    bad_done, slow_done = await manager.wait(bad.task_id, 60), await manager.wait(slow.task_id, 60)
+    assert bad_done.state is TaskState.FAILED and not bad_done.pool_fault
+    assert slow_done.state is TaskState.TIMED_OUT and "DeadlineExceeded" in (slow_done.error or "")
+    if not REAL:
+        (job,) = kube.jobs()
+        assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 3
+        await wait_until(lambda: any(c["type"] == "Failed" for c in kube.jobs()[0]["status"].get("conditions", [])),
+                         what="the Job to end")
+        assert kube.jobs()[0]["status"]["completedIndexes"] == "0"
+
+
+@fake_only
+async def test_cancelling_a_shard_stops_only_its_pod(manager: PoolManager, kube: FakeKube, gate: Path) -> None:
+    await manager.register(cluster(kube))
+    keep, drop = await asyncio.gather(*(manager.submit("k8s", "shell", gated(gate), TaskOptions(timeout=60),
+                                                       group="dist_2") for _ in range(2)))
+    await wait_until(lambda: kube.running_processes() == 2, what="both shards running")
+    await wait_until(lambda: manager.get_task(drop.task_id).state is TaskState.RUNNING, what="running")
+    assert (await manager.cancel(drop.task_id)).state is TaskState.CANCELLED
+    await wait_until(lambda: kube.running_processes() == 1, what="the cancelled shard's pod to stop")
+    gate.touch()
+    done = await manager.wait(keep.task_id, 60)
+    assert done.state is TaskState.COMPLETED and len(kube.jobs()) == 1
+    await wait_until(lambda: kube.jobs()[0]["status"].get("failedIndexes") is not None and
+                     "Failed" in [c["type"] for c in kube.jobs()[0]["status"].get("conditions", [])],
+                     what="the cancelled index failed by the podFailurePolicy, not retried")
+    assert len(kube.pods("tasks")) == 0 or all(p["status"]["phase"] != "Running" for p in kube.pods("tasks"))
 
 
 @fake_only
@@ -458,8 +499,13 @@ async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kub
 
 # -- 6. warm mode -------------------------------------------------------------------------------------
 @fake_only
-async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(manager: PoolManager,
-                                                                         kube: FakeKube) -> None:
+async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(home: Path, kube: FakeKube) -> None:
+    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
+    async with PoolManager(settings_for(home, k8s_pending_timeout_s=60)) as manager:  # a peer may start slowly
+        await warm_mode_runs(manager, kube)
+
+
+async def warm_mode_runs(manager: PoolManager, kube: FakeKube) -> None:
     import shutil
 
     assert shutil.which("mahavishnu"), "the warm Deployment's container runs the installed `mahavishnu`"

@@ -29,6 +29,7 @@ class Job:
     retries: int = 0
     attempts: int = 0
     trace: dict[str, str] = field(default_factory=dict)  # W3C trace carrier, continued where it runs
+    group: str | None = None  # the shards of one distribution share it (a Kubernetes pool: one Indexed Job)
 
 
 @dataclass(slots=True)

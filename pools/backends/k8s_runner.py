@@ -4,7 +4,8 @@ Standard library only, so a stock `python:3.13-slim` image runs the stdlib task 
 (echo, shell, python); an image with this package installed (see kubernetes/Dockerfile) runs
 every task type through the package itself. The task arrives as a JSON file whose path is in
 MAHAVISHNU_TASK_FILE (a Secret mounted read-only: env values and argv would be rewritten by the
-kubelet's `$(VAR)` expansion, and one env var over 128 KiB cannot be exec'd). The result leaves
+kubelet's `$(VAR)` expansion, and one env var over 128 KiB cannot be exec'd); a shard of an
+Indexed Job reads the file of its JOB_COMPLETION_INDEX. The result leaves
 as the pod log's last line:
 
     MAHAVISHNU_RESULT {"ok": true, "result": ...}      or      {"ok": false, "error": "..."}
@@ -13,6 +14,7 @@ as the pod log's last line:
 import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -40,7 +42,11 @@ def run(task: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    with open(os.environ["MAHAVISHNU_TASK_FILE"], encoding="utf-8") as file:
+    # PID 1 in a container ignores SIGTERM unless it handles it: without this a deleted pod would
+    # run on until SIGKILL, and exit 137 where the Job's podFailurePolicy looks for 143.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
+    path = os.environ["MAHAVISHNU_TASK_FILE"]  # a shard of an Indexed Job: task-{index}.json
+    with open(path.replace("{index}", os.environ.get("JOB_COMPLETION_INDEX", "0")), encoding="utf-8") as file:
         task = json.load(file)
     try:
         out = {"ok": True, "result": run(task)}

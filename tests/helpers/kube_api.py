@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import copy
 import json
@@ -494,8 +495,9 @@ class FakeKube:
                     "\n").encode()
                 return
             with self.lock:
-                events = [(rv, kind, obj) for rv, p, n, kind, obj in self.history
-                          if rv > version and p == plural and n == namespace and
+                first = bisect.bisect_right(self.history, version, key=lambda entry: entry[0])
+                events = [(rv, kind, obj) for rv, p, n, kind, obj in self.history[first:]
+                          if p == plural and n == namespace and
                           matches(obj["metadata"].get("labels") or {}, selector)]
                 current = self.rv
             for rv, kind, obj in events:
@@ -589,8 +591,11 @@ class FakeKube:
         self.put("events", namespace, obj)
 
     def run_job(self, namespace: str, name: str) -> None:
+        """NonIndexed (one pod at a time) or Indexed (one per index, up to parallelism; with
+        backoffLimitPerIndex each index has its own retries and fails alone)."""
         job = self.objects[("jobs", namespace, name)]
         spec = job["spec"]
+        indexed = spec.get("completionMode") == "Indexed"
         with self.lock:
             job["status"] = {"startTime": now(), "active": 0, "succeeded": 0, "failed": 0, "ready": 0}
             self.touch("jobs", job)
@@ -598,46 +603,72 @@ class FakeKube:
         started = datetime.strptime(job["status"]["startTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
         deadline = started + spec.get("activeDeadlineSeconds", 10**6)
         backoff = spec.get("backoffLimit", 6)
+        per_index = spec.get("backoffLimitPerIndex")
         rules = (spec.get("podFailurePolicy") or {}).get("rules", [])
-        active: str | None = None
+        completions = spec.get("completions", 1) if indexed else 1
+        active: dict[int, str] = {}
         counted: set[str] = set()
-        next_start = 0.0
+        index_failures: dict[int, int] = {}
+        next_start: dict[int, float] = {}
+        completed: set[int] = set()
+        failed_indexes: set[int] = set()
         while ("jobs", namespace, name) in self.objects and not self._stopping:
             if time.time() >= deadline:
                 return self.end_job(namespace, name, False, "DeadlineExceeded",
-                                    "Job was active longer than specified deadline", active)
-            if active is None and time.monotonic() >= next_start:
-                active = self.start_pod(job)
-                if active is None:
-                    next_start = time.monotonic() + 1.0  # admission refused it: the controller retries
-            pod = self.objects.get(("pods", namespace, active)) if active else None
-            if active and pod is None:
-                active = None  # deleted by someone: a new one
-            elif pod is not None:
-                phase = pod["status"].get("phase")
+                                    "Job was active longer than specified deadline", list(active.values()))
+            for index in range(completions):
+                if len(active) >= spec.get("parallelism", 1):
+                    break
+                if index in active or index in completed or index in failed_indexes or \
+                        time.monotonic() < next_start.get(index, 0.0):
+                    continue
+                pod_name = self.start_pod(job, index if indexed else None, index_failures.get(index, 0))
+                if pod_name is None:
+                    next_start[index] = time.monotonic() + 1.0  # admission refused it: the controller retries
+                else:
+                    active[index] = pod_name
+            changed = False
+            for index, pod_name in list(active.items()):
+                pod = self.objects.get(("pods", namespace, pod_name))
+                phase = pod["status"].get("phase") if pod else "Failed"
                 if phase == "Succeeded":
-                    with self.lock:
-                        job["status"]["succeeded"] = 1
-                    return self.end_job(namespace, name, True, "CompletionsReached",
-                                        "Reached expected number of succeeded pods", None)
-                if phase == "Failed" and active not in counted:
-                    counted.add(active)  # once per pod, in the same status update as any verdict
+                    del active[index]
+                    completed.add(index)
+                    changed = True
+                elif phase == "Failed" and pod_name not in counted:
+                    counted.add(pod_name)  # once per pod, in the same status update as any verdict
+                    del active[index]
+                    changed = True
+                    index_failures[index] = index_failures.get(index, 0) + 1
                     with self.lock:
                         job["status"]["failed"] += 1
                         failed = job["status"]["failed"]
-                    rule = self.matching_rule(rules, pod)
+                    rule = self.matching_rule(rules, pod) if pod else None
                     if rule == "FailJob":
                         return self.end_job(namespace, name, False, "PodFailurePolicy",
-                                            f"Pod {namespace}/{active} has condition DisruptionTarget matching "
-                                            "FailJob rule at index 0", None)
-                    if failed > backoff:
+                                            f"Pod {namespace}/{pod_name} has condition DisruptionTarget matching "
+                                            "FailJob rule at index 0", list(active.values()))
+                    if rule == "FailIndex" or (per_index is not None and index_failures[index] > per_index):
+                        failed_indexes.add(index)
+                    elif per_index is None and failed > backoff:
                         return self.end_job(namespace, name, False, "BackoffLimitExceeded",
-                                            "Job has reached the specified backoff limit", None)
-                    self.touch("jobs", job)
-                    next_start = time.monotonic() + self.backoff_base * 2 ** (failed - 1)
-                    active = None
-            with self.lock:
-                job["status"]["active"] = 1 if active else 0
+                                            "Job has reached the specified backoff limit", list(active.values()))
+                    else:
+                        next_start[index] = time.monotonic() + self.backoff_base * 2 ** (index_failures[index] - 1)
+            if changed:
+                with self.lock:
+                    job["status"].update({"active": len(active), "succeeded": len(completed)})
+                    if indexed:
+                        job["status"]["completedIndexes"] = ranges(completed)
+                        if per_index is not None:
+                            job["status"]["failedIndexes"] = ranges(failed_indexes)
+            if len(completed) + len(failed_indexes) >= completions:
+                if failed_indexes:
+                    return self.end_job(namespace, name, False, "FailedIndexes", "Job has failed indexes", [])
+                return self.end_job(namespace, name, True, "CompletionsReached",
+                                    "Reached expected number of succeeded pods", [])
+            if changed:
+                self.touch("jobs", job)
             time.sleep(0.02)
         return None
 
@@ -655,7 +686,7 @@ class FakeKube:
                 return str(rule["action"])
         return None
 
-    def end_job(self, namespace: str, name: str, ok: bool, reason: str, message: str, active: str | None) -> None:
+    def end_job(self, namespace: str, name: str, ok: bool, reason: str, message: str, active: list[str]) -> None:
         """Interim condition first, pods stopped, then the final one (as the real controller does)."""
         interim, final = ("SuccessCriteriaMet", "Complete") if ok else ("FailureTarget", "Failed")
         with self.lock:
@@ -666,9 +697,9 @@ class FakeKube:
                 "type": interim, "status": "True", "reason": reason, "message": message,
                 "lastProbeTime": now(), "lastTransitionTime": now()})
             self.touch("jobs", job)
-        if active:
-            pod = self.objects.get(("pods", namespace, active))
-            self.remove("pods", namespace, active)
+        for pod_name in active:
+            pod = self.objects.get(("pods", namespace, pod_name))
+            self.remove("pods", namespace, pod_name)
             if pod is not None and not ok:
                 with self.lock:
                     job["status"]["failed"] += 1
@@ -687,12 +718,18 @@ class FakeKube:
             timer.start()
 
     # -- the kubelet --------------------------------------------------------------------------
-    def start_pod(self, job: dict[str, Any]) -> str | None:
+    def start_pod(self, job: dict[str, Any], index: int | None, failures: int = 0) -> str | None:
         namespace, job_name = job["metadata"]["namespace"], job["metadata"]["name"]
-        template = job["spec"]["template"]
-        pod_name = f"{job_name}-{uuid.uuid4().hex[:5]}"
+        template = copy.deepcopy(job["spec"]["template"])
+        pod_name = f"{job_name}-{'' if index is None else f'{index}-'}{uuid.uuid4().hex[:5]}"
         labels = {**template["metadata"].get("labels", {}), "job-name": job_name,
                   "batch.kubernetes.io/job-name": job_name, "controller-uid": job["metadata"]["uid"]}
+        annotations: dict[str, str] = {}
+        if index is not None:  # as the Job controller marks Indexed pods
+            labels[INDEX_KEY] = str(index)
+            annotations = {INDEX_KEY: str(index), "batch.kubernetes.io/job-index-failure-count": str(failures)}
+            for container in template["spec"]["containers"]:
+                container.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
         ns = self.objects.get(("namespaces", "", namespace))
         if ns and ns["metadata"]["labels"].get(RESTRICTED) == "restricted":
             violations = restricted_violations(template["spec"])
@@ -700,8 +737,9 @@ class FakeKube:
                 self.event(namespace, job, "FailedCreate", f'Error creating: pods "{pod_name}" is forbidden: '
                            f'violates PodSecurity "restricted:latest": {", ".join(violations)}')
                 return None
-        pod = self.new("pods", pod_name, namespace, labels, spec=copy.deepcopy(template["spec"]),
+        pod = self.new("pods", pod_name, namespace, labels, spec=template["spec"],
                        status={"phase": "Pending", "conditions": [], "containerStatuses": []})
+        pod["metadata"]["annotations"] = annotations
         pod["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
                                                "uid": job["metadata"]["uid"], "controller": True}]
         self.put("pods", namespace, pod)
@@ -819,19 +857,38 @@ class FakeKube:
             pod["status"].update({"phase": "Running", "startTime": now(), "podIP": "127.0.0.1",
                                   "containerStatuses": container_status({"running": {"startedAt": now()}}, True)})
             self.touch("pods", pod)
+        timer = None
+        if spec.get("activeDeadlineSeconds"):  # the kubelet stops a pod that outlives its own deadline
+            timer = threading.Timer(spec["activeDeadlineSeconds"], self._pod_deadline, args=(namespace, pod_name))
+            timer.daemon = True
+            timer.start()
         assert proc.stdout is not None
         for line in proc.stdout:
             self.logs[key] = self.logs.get(key, "") + line
         code = proc.wait()
+        if timer is not None:
+            timer.cancel()
         with self.lock:
             pod = self.objects.get(("pods", namespace, pod_name))
             if pod is None:
+                return
+            if pod["status"].get("reason") == "DeadlineExceeded":
                 return
             pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
             pod["status"]["containerStatuses"] = container_status({"terminated": {
                 "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error",
                 "startedAt": pod["status"].get("startTime"), "finishedAt": now()}})
             self.touch("pods", pod)
+
+    def _pod_deadline(self, namespace: str, pod_name: str) -> None:
+        with self.lock:
+            pod = self.objects.get(("pods", namespace, pod_name))
+            if pod is None or pod["status"].get("phase") != "Running":
+                return
+            pod["status"].update({"phase": "Failed", "reason": "DeadlineExceeded",
+                                  "message": "Pod was active on the node longer than the specified deadline"})
+            self.touch("pods", pod)
+        self.kill((namespace, pod_name))
 
     def env_value(self, namespace: str, entry: dict[str, Any], env: dict[str, str]) -> str | None:
         ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
@@ -1012,6 +1069,19 @@ class FakeKube:
             self._server.should_exit = True
         for root in self.dirs.values():
             shutil.rmtree(root, ignore_errors=True)
+
+
+def ranges(indexes: set[int]) -> str:
+    """The Job status's interval notation: {0, 1, 2, 5} -> "0-2,5"."""
+    out: list[str] = []
+    for i in sorted(indexes):
+        if out and "-" not in out[-1].split(",")[-1] and int(out[-1]) == i - 1:
+            out[-1] = f"{out[-1]}-{i}"
+        elif out and "-" in out[-1] and int(out[-1].split("-")[1]) == i - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ",".join(out)
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any], replace_lists: bool = True) -> None:

@@ -35,28 +35,27 @@ def connect(config: PoolConfig) -> Clients:
     from kubernetes import config as kube_config
 
     c = config
+    cfg = client.Configuration()
     if c.endpoint:  # an explicit API URL (and token)
-        cfg = client.Configuration()
         cfg.host = c.endpoint.rstrip("/")
         token = os.environ.get(c.api_token_env) if c.api_token_env else None
         if token:
             cfg.api_key = {"authorization": token}
             cfg.api_key_prefix = {"authorization": "Bearer"}
         cfg.verify_ssl = c.endpoint.startswith("https://")
-        api_client = client.ApiClient(cfg)
     else:
         try:
-            api_client = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=c.kubeconfig, context=c.kube_context)
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=c.kubeconfig, context=c.kube_context, client_configuration=cfg)
         except Exception as kube_error:  # no kubeconfig: inside a cluster, perhaps
             try:
-                kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-                api_client = client.ApiClient()
+                kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             except Exception:
                 raise PoolUnavailable(f"no Kubernetes configuration: {kube_error}; set KUBECONFIG, pass "
                                       "--kubeconfig/--kube-context, or --endpoint with --api-token-env",
                                       field="kubeconfig") from kube_error
-    api_client.configuration.retries = 0  # we retry ourselves, with backoff and Retry-After
+    cfg.retries = 0  # we retry ourselves, with backoff and Retry-After (set before the client is built)
+    api_client = client.ApiClient(cfg)
     where = c.endpoint or c.kube_context or "the configured cluster"
     return Clients(client.CoreV1Api(api_client), client.BatchV1Api(api_client), client.AppsV1Api(api_client),
                    client.AutoscalingV2Api(api_client), where)

@@ -38,17 +38,22 @@ STDLIB_TYPES = set(STDLIB_RUNS)
 
 @dataclass
 class _Run:
-    """A task with a Job in the cluster."""
+    """A task with a Job in the cluster (an index of it, for the shards of a distribution)."""
 
     job: Job
     name: str
     attempt: int
+    index: int | None = None
     created: float = field(default_factory=time.monotonic)  # when the API accepted the Job
     launched: bool = False
-    failures: int = 0  # status.failed last seen: one per failed pod, counted by the Job controller
+    failures: int = 0  # failed pods so far, counted by the Job controller (once per pod)
     logs: dict[str, asyncio.Task[str | None]] = field(default_factory=dict)  # pod -> its log, read once
     pods: dict[str, Any] = field(default_factory=dict)  # the last state of each pod, kept after it is gone
     finishing: bool = False
+
+    @property
+    def worker(self) -> str:
+        return self.name if self.index is None else f"{self.name}#{self.index}"
 
 
 class KubernetesBackend(JobQueue, PoolBackend):
@@ -67,7 +72,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
         self.health = Health(degraded_after, failed_after)
         self.api: api.Clients | None = None
         self._runs: dict[str, _Run] = {}  # task id -> its Job
-        self._by_job: dict[str, str] = {}  # Job name -> task id
+        self._by_job: dict[str, dict[int, str]] = {}  # Job name -> its tasks by index (0 for a plain Job)
+        self._cancelled: dict[str, set[int]] = {}  # Job name -> cancelled shards whose pods must not run
         self._launching = 0
         self._pending: set[asyncio.Task[Any]] = set()  # launches, log reads, deletions in progress
         self._deleting: set[str] = set()  # Job names we asked the API to delete
@@ -206,6 +212,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
                 self._finish(run, TaskState.CANCELLED, None, "the pool was closed while the task ran", fault=True)
                 names.append(run.name)
             self._runs.pop(task_id, None)
+        names = sorted(set(names))
         if names:
             await asyncio.gather(*(self._delete(name) for name in names), return_exceptions=True)
             if self._jobs is not None:  # wait for the deletions to be seen, within reason
@@ -269,8 +276,16 @@ class KubernetesBackend(JobQueue, PoolBackend):
         run = self._runs.get(task_id)
         if run is None:
             return False
-        self._finish(run, TaskState.CANCELLED, None, f"cancelled; its Job {run.name} was deleted")
-        self._spawn(self._delete(run.name))
+        others = [r for r in self._members(run.name) if r is not run]
+        if run.index is None or not others:
+            self._finish(run, TaskState.CANCELLED, None, f"cancelled; its Job {run.name} was deleted")
+            self._spawn(self._delete(run.name))
+        else:  # one shard: stop its pod; the Job's podFailurePolicy fails that index, the others go on
+            self._finish(run, TaskState.CANCELLED, None, f"cancelled; its pod in Job {run.name} was deleted")
+            self._cancelled.setdefault(run.name, set()).add(run.index)
+            for pod in list(run.pods.values()):
+                if jobs.phase(pod) not in ("Succeeded", "Failed"):
+                    self._spawn(self._delete_pod(pod.metadata.name))
         return True
 
     def _pump(self) -> None:
@@ -287,8 +302,18 @@ class KubernetesBackend(JobQueue, PoolBackend):
             return
         while self._queue and self._in_flight() < self._limit:
             job = self._queue.popleft()
-            self._launching += 1
-            self._spawn(self._launch(job))
+            batch = [job]
+            if job.group is not None:  # the shards of one distribution that are here now: one Indexed Job
+                room = self._limit - self._in_flight() - 1
+                for other in list(self._queue):
+                    if len(batch) > room:
+                        break
+                    if other.group == job.group and (other.task_type, other.timeout, other.retries) == \
+                            (job.task_type, job.timeout, job.retries):
+                        self._queue.remove(other)
+                        batch.append(other)
+            self._launching += len(batch)
+            self._spawn(self._launch(batch))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -296,62 +321,86 @@ class KubernetesBackend(JobQueue, PoolBackend):
         task.add_done_callback(self._pending.discard)
         return task
 
-    def _existing(self, task_id: str) -> Any:
-        """The newest Job of this task that the informer knows, if any."""
+    def _members(self, name: str) -> list[_Run]:
+        """The unfinished tasks a Job runs."""
+        runs = (self._runs.get(t) for t in self._by_job.get(name, {}).values())
+        return [r for r in runs if r is not None and r.name == name]
+
+    def _existing(self, task_id: str) -> tuple[Any, int | None] | None:
+        """The newest Job of this task that the informer knows (and the task's index in it)."""
         if self._jobs is None:
             return None
         key = manifests.label_value(manifests.task_key(task_id))
-        found = [j for j in self._jobs.objects.values()
-                 if (j.metadata.labels or {}).get(manifests.TASK_LABEL) == key and not j.metadata.deletion_timestamp]
-        return max(found, key=lambda j: int((j.metadata.labels or {}).get(manifests.ATTEMPT_LABEL, "0")),
-                   default=None)
+        found: list[tuple[int, Any, int | None]] = []
+        for j in self._jobs.objects.values():
+            if j.metadata.deletion_timestamp:
+                continue
+            attempt = int((j.metadata.labels or {}).get(manifests.ATTEMPT_LABEL, "0"))
+            shards = (j.metadata.annotations or {}).get(manifests.TASKS_ANNOTATION)
+            if shards is not None and key in shards.split(","):
+                found.append((attempt, j, shards.split(",").index(key)))
+            elif shards is None and (j.metadata.labels or {}).get(manifests.TASK_LABEL) == key:
+                found.append((attempt, j, None))
+        if not found:
+            return None
+        _, job, index = max(found, key=lambda f: f[0])
+        return job, index
 
-    async def _launch(self, job: Job) -> None:
+    async def _launch(self, batch: list[Job]) -> None:
         try:
-            existing = self._existing(job.task_id)
-            if existing is not None:
-                self._adopt(job, existing)
+            fresh = []
+            for job in batch:
+                existing = self._existing(job.task_id)
+                if existing is not None:
+                    self._adopt(job, *existing)
+                else:
+                    fresh.append(job)
+            if not fresh:
                 return
-            attempt = job.attempts + 1
-            name = manifests.job_name(job.task_id, attempt)
-            run = _Run(job, name, attempt)
-            self._runs[job.task_id] = run
-            self._by_job[name] = job.task_id
+            first = fresh[0]
+            name = manifests.job_name(first.task_id, first.attempts + 1)
+            runs = [_Run(job, name, job.attempts + 1, index=i if len(fresh) > 1 else None)
+                    for i, job in enumerate(fresh)]
+            for run in runs:
+                self._runs[run.job.task_id] = run
+                self._by_job.setdefault(name, {})[run.index or 0] = run.job.task_id
             try:
-                created = await self._create(run)
+                created = await self._create(name, runs)
             except PoolUnavailable as exc:
-                self._runs.pop(job.task_id, None)
                 self._by_job.pop(name, None)
-                self.sink.task_finished(job.task_id, TaskState.FAILED, None, exc.message, None,
-                                        pool_fault="too large" not in exc.message.lower())
+                for run in runs:
+                    self._runs.pop(run.job.task_id, None)
+                    self.sink.task_finished(run.job.task_id, TaskState.FAILED, None, exc.message, None,
+                                            pool_fault="too large" not in exc.message.lower())
                 return
-            job.attempts = attempt
-            run.created, run.launched = time.monotonic(), True
-            self.sink.task_started(job.task_id, f"{self.config.name}/{name}", attempt)
+            for run in runs:
+                run.job.attempts = run.attempt
+                run.created, run.launched = time.monotonic(), True
+                self.sink.task_started(run.job.task_id, f"{self.config.name}/{run.worker}", run.attempt)
             if created is not None:
                 self._on_job("ADDED", created)
         finally:
-            self._launching -= 1
+            self._launching -= len(batch)
             self._pump()
 
-    async def _create(self, run: _Run) -> Any:
+    async def _create(self, name: str, runs: list[_Run]) -> Any:
         """Secret, then Job, then the Secret owned by the Job (so it goes when the Job goes). A Job
         of that name already there (a create whose answer was lost) is this one: adopt it."""
         k, ns, c = await self._connect(), self.config.namespace, self.config
+        first = runs[0].job
         meta_labels = {**manifests.labels(c, self.pool_id, "task"),
-                       manifests.TASK_LABEL: manifests.label_value(manifests.task_key(run.job.task_id))}
-        secret = manifests.payload_secret(run.name, meta_labels, self._document(run.job))
-        await self._retrying(f"creating the payload Secret {run.name}", k.core.create_namespaced_secret, ns, secret,
+                       manifests.TASK_LABEL: manifests.label_value(manifests.task_key(first.task_id))}
+        secret = manifests.payload_secret(name, meta_labels, [self._document(r.job) for r in runs])
+        await self._retrying(f"creating the payload Secret {name}", k.core.create_namespaced_secret, ns, secret,
                              ok=(409,))
-        body = manifests.task_job(c, self.pool_id, run.name, run.job.task_id, run.attempt, run.job.timeout,
-                                  run.job.retries, self._ttl, run.job.trace)
-        created = await self._retrying(f"creating Job {run.name}", k.batch.create_namespaced_job, ns, body,
-                                       ok=(409,))
+        body = manifests.task_job(c, self.pool_id, name, [r.job.task_id for r in runs], runs[0].attempt,
+                                  first.timeout, first.retries, self._ttl, first.trace, parallelism=len(runs))
+        created = await self._retrying(f"creating Job {name}", k.batch.create_namespaced_job, ns, body, ok=(409,))
         if created is None:  # 409: it exists
-            created = await self._retrying(f"reading Job {run.name}", k.batch.read_namespaced_job, run.name, ns)
+            created = await self._retrying(f"reading Job {name}", k.batch.read_namespaced_job, name, ns)
         with contextlib.suppress(PoolUnavailable):  # without an owner, the Secret outlives the Job: not fatal
-            await self._retrying(f"handing the Secret {run.name} to its Job", k.core.patch_namespaced_secret,
-                                 run.name, ns, manifests.owned_by(created, run.name))
+            await self._retrying(f"handing the Secret {name} to its Job", k.core.patch_namespaced_secret,
+                                 name, ns, manifests.owned_by(created, name))
         return created
 
     async def _retrying(self, doing: str, fn: Any, *args: Any, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
@@ -386,15 +435,25 @@ class KubernetesBackend(JobQueue, PoolBackend):
         except PoolUnavailable as exc:
             self.sink.pool_event(self.pool_id, "k8s_cleanup_failed", {"job": name, "error": exc.message})
 
-    def _adopt(self, job: Job, existing: Any) -> None:
+    async def _delete_pod(self, name: str) -> None:
+        k = await self._connect()
+        try:
+            await self._retrying(f"deleting pod {name}", k.core.delete_namespaced_pod, name, self.config.namespace,
+                                 ok=(404,))
+        except PoolUnavailable as exc:
+            self.sink.pool_event(self.pool_id, "k8s_cleanup_failed", {"pod": name, "error": exc.message})
+
+    def _adopt(self, job: Job, existing: Any, index: int | None) -> None:
         """Follow a Job a previous owner (or a lost answer) left: to its end, never a second one."""
         name = existing.metadata.name
         attempt = int((existing.metadata.labels or {}).get(manifests.ATTEMPT_LABEL, "1"))
-        run = _Run(job, name, attempt, failures=jobs.failures(existing), launched=True)
+        run = _Run(job, name, attempt, index=index, launched=True)
+        if index is None:
+            run.failures = jobs.failures(existing)
         self._runs[job.task_id] = run
-        self._by_job[name] = job.task_id
+        self._by_job.setdefault(name, {})[index or 0] = job.task_id
         job.attempts = attempt + run.failures
-        self.sink.task_started(job.task_id, f"{self.config.name}/{name}", job.attempts)
+        self.sink.task_started(job.task_id, f"{self.config.name}/{run.worker}", job.attempts)
         self.sink.pool_event(self.pool_id, "k8s_job_adopted", {"job": name, "task_id": job.task_id})
         if self._pods is not None:
             for pod in list(self._pods.objects.values()):
@@ -405,45 +464,73 @@ class KubernetesBackend(JobQueue, PoolBackend):
     # -- what the informers report ------------------------------------------------------------
     def _on_job(self, kind: str, obj: Any) -> None:
         name = obj.metadata.name
-        task_id = self._by_job.get(name)
+        runs = [r for r in self._members(name) if not r.finishing]
         if kind == "DELETED":
             self._deleting.discard(name)
             self._by_job.pop(name, None)
-        run = self._runs.get(task_id) if task_id else None
-        if run is None or run.finishing or run.name != name:
+            self._cancelled.pop(name, None)
+            for run in runs:
+                self._spawn(self._settle(run, None, deleted=True))
             return
-        if kind == "DELETED":
-            self._spawn(self._settle(run, None, deleted=True))
-            return
-        failed = jobs.failures(obj)
-        if failed > run.failures and failed <= run.job.retries and jobs.outcome(obj) is None:
-            run.failures = failed
-            run.job.attempts = run.attempt + failed
-            self.sink.task_requeued(run.job.task_id, f"a pod of Job {name} failed; Kubernetes retries it "
-                                                     f"(attempt {failed + 1} of {run.job.retries + 1})")
-            self.sink.task_started(run.job.task_id, f"{self.config.name}/{name}", run.job.attempts)
         verdict = jobs.outcome(obj)
-        if verdict is not None:
-            run.failures = failed
-            self._spawn(self._settle(run, verdict))
+        if runs and runs[0].index is None:
+            run = runs[0]
+            failed = jobs.failures(obj)
+            if failed > run.failures and failed <= run.job.retries and verdict is None:
+                run.failures = failed
+                run.job.attempts = run.attempt + failed
+                self.sink.task_requeued(run.job.task_id, f"a pod of Job {name} failed; Kubernetes retries it "
+                                                         f"(attempt {failed + 1} of {run.job.retries + 1})")
+                self.sink.task_started(run.job.task_id, f"{self.config.name}/{run.worker}", run.job.attempts)
+            if verdict is not None:
+                run.failures = failed
+                self._spawn(self._settle(run, verdict))
+            return
+        status = obj.status
+        done = jobs.indexes(status.completed_indexes if status else None)
+        failed_indexes = jobs.indexes(status.failed_indexes if status else None)
+        for run in runs:  # each shard ends on its own index's verdict, or the Job's
+            if run.index in done:
+                self._spawn(self._settle(run, jobs.Outcome(True, "CompletionsReached", "")))
+            elif run.index in failed_indexes:
+                self._spawn(self._settle(run, jobs.Outcome(False, "FailedIndex", f"index {run.index} failed")))
+            elif verdict is not None:
+                self._spawn(self._settle(run, verdict))
+
+    def _run_of(self, pod: Any) -> _Run | None:
+        name = jobs.job_of(pod) or ""
+        task_id = self._by_job.get(name, {}).get(jobs.index_of(pod) or 0)
+        run = self._runs.get(task_id) if task_id else None
+        return run if run is not None and run.name == name else None
 
     def _on_pod(self, kind: str, pod: Any) -> None:
-        job_name = jobs.job_of(pod)
-        task_id = self._by_job.get(job_name or "")
-        run = self._runs.get(task_id) if task_id else None
+        name = pod.metadata.name
+        index = jobs.index_of(pod)
+        job_name = jobs.job_of(pod) or ""
+        if index is not None and index in self._cancelled.get(job_name, set()) and kind != "DELETED" and \
+                jobs.phase(pod) not in ("Succeeded", "Failed") and not pod.metadata.deletion_timestamp:
+            self._spawn(self._delete_pod(name))  # a cancelled shard's pod, started before the cancel was seen
+            return
+        run = self._run_of(pod)
         if run is None or run.finishing:
             return
-        name = pod.metadata.name
         run.pods[name] = pod  # kept after the pod is gone: its log and status explain the outcome
         if kind == "DELETED":
             return
+        if index is not None and jobs.index_failures(pod) > run.failures:  # a shard's retry
+            run.failures = jobs.index_failures(pod)
+            run.job.attempts = run.attempt + run.failures
+            self.sink.task_requeued(run.job.task_id, f"shard {index} of Job {job_name} failed; Kubernetes retries "
+                                                     f"it (attempt {run.failures + 1} of {run.job.retries + 1})")
+            self.sink.task_started(run.job.task_id, f"{self.config.name}/{run.worker}", run.job.attempts)
         blocked = jobs.stuck(pod)
         if blocked is not None:
             reason, message = blocked
             what = (f"image {self.config.container_image!r} cannot be pulled" if "Image" in reason
                     else f"pod {name} cannot start its container")
             self._finish(run, TaskState.FAILED, None, f"{what}: {reason}: {message}".rstrip(": "), fault=True)
-            self._spawn(self._delete(run.name))
+            if not self._members(run.name):
+                self._spawn(self._delete(run.name))
             return
         if jobs.phase(pod) in ("Succeeded", "Failed") and name not in run.logs:
             run.logs[name] = self._spawn(self._read_log(name))
@@ -457,7 +544,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
             return None
 
     async def _settle(self, run: _Run, verdict: jobs.Outcome | None, deleted: bool = False) -> None:
-        """The Job has its verdict (or is gone): read what its pods left and end the task."""
+        """The Job (or the task's index of it) has its verdict, or is gone: read what its pods left
+        and end the task."""
         if run.finishing:
             return
         run.finishing = True  # no second verdict while the logs are read
@@ -475,25 +563,26 @@ class KubernetesBackend(JobQueue, PoolBackend):
                 if result is not None and result.get("ok"):
                     self._finish(run, TaskState.COMPLETED, result.get("result"), None)
                     return
+        last = failed[-1] if failed else None
+        disrupted = next((jobs.disruption(p) for p in reversed(pods) if jobs.disruption(p)), None)
         if deleted:
             self._finish(run, TaskState.FAILED, None, f"its Job {run.name} was deleted before it finished "
                          "(kubectl delete, or another controller); nothing of its result was kept", fault=True)
         elif verdict is not None and verdict.succeeded:
-            self._finish(run, TaskState.FAILED, None, f"Job {run.name} completed ({verdict.reason}) but its pod left "
-                         "no result line" + (f"; log tail: {(logs.get(succeeded[-1].metadata.name) or '')[-500:]}"
-                                             if succeeded else ""))
-        elif verdict is not None and verdict.timed_out:
-            self._finish(run, TaskState.TIMED_OUT, None, f"timed out after {run.job.timeout:g}s (the Job's "
-                         "activeDeadlineSeconds, DeadlineExceeded); its pods were stopped")
-        elif verdict is not None and verdict.disrupted:
-            why = next((jobs.disruption(p) for p in reversed(pods) if jobs.disruption(p)), None)
-            self._finish(run, TaskState.FAILED, None, f"the cluster disrupted the task's pod ({why or verdict.message})"
-                         "; a pool fault, not the task's", fault=True)
+            self._finish(run, TaskState.FAILED, None, f"Job {run.worker} completed ({verdict.reason}) but its pod "
+                         "left no result line" + (f"; log tail: {(logs.get(succeeded[-1].metadata.name) or '')[-500:]}"
+                                                  if succeeded else ""))
+        elif verdict is not None and (verdict.timed_out or (last is not None and jobs.pod_timed_out(last))):
+            self._finish(run, TaskState.TIMED_OUT, None, f"timed out after {run.job.timeout:g}s (the "
+                         f"{'Job' if run.index is None else 'pod'}'s activeDeadlineSeconds, DeadlineExceeded); "
+                         "its pods were stopped")
+        elif verdict is not None and (verdict.disrupted or disrupted):
+            self._finish(run, TaskState.FAILED, None, "the cluster disrupted the task's pod "
+                         f"({disrupted or verdict.message}); a pool fault, not the task's", fault=True)
         elif verdict is not None:
-            last = failed[-1] if failed else None
             why = jobs.why_pod_failed(last, logs.get(last.metadata.name)) if last is not None else \
                 f"the Job failed: {verdict.reason}: {verdict.message}"
-            attempts = run.failures or 1
+            attempts = max(run.failures, len(failed), 1)
             self._finish(run, TaskState.FAILED, None, why if attempts <= 1 else
                          f"{why}\n(failed {attempts} times; {verdict.reason}: {verdict.message})")
 
@@ -503,6 +592,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
             listing = await self._retrying(f"listing the Pods of Job {run.name}", k.core.list_namespaced_pod,
                                            self.config.namespace, label_selector=f"job-name={run.name}")
             for pod in listing.items or []:
+                if jobs.index_of(pod) != run.index:
+                    continue
                 run.pods[pod.metadata.name] = pod
                 if jobs.phase(pod) in ("Succeeded", "Failed") and pod.metadata.name not in run.logs:
                     run.logs[pod.metadata.name] = self._spawn(self._read_log(pod.metadata.name))
@@ -515,7 +606,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
         for task in run.logs.values():
             if not task.done():
                 task.cancel()
-        self.sink.task_finished(run.job.task_id, state, result, error, f"{self.config.name}/{run.name}",
+        self.sink.task_finished(run.job.task_id, state, result, error, f"{self.config.name}/{run.worker}",
                                 pool_fault=fault)
         self._pump()
 
@@ -537,7 +628,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
                     why = await self._why_no_pod(run.name)
                 self._finish(run, TaskState.FAILED, None, f"the Job never started within {self._pending_timeout:g}s: "
                              f"{why or 'its pod stayed Pending'}", fault=True)
-                self._spawn(self._delete(run.name))
+                if not self._members(run.name):
+                    self._spawn(self._delete(run.name))
             if self._queue:
                 self._pump()
 
@@ -587,7 +679,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
             return self.warm.snapshot()
         if self._closed:
             status, reason = PoolStatus.STOPPED, "closed"
-        workers = [WorkerInfo(worker_id=p.metadata.name, state="busy", task_id=self._by_job.get(jobs.job_of(p) or ""))
+        workers = [WorkerInfo(worker_id=p.metadata.name, state="busy",
+                              task_id=self._by_job.get(jobs.job_of(p) or "", {}).get(jobs.index_of(p) or 0))
                    for p in (self._pods.objects.values() if self._pods else []) if jobs.phase(p) == "Running"]
         return BackendSnapshot(status=status, status_reason=reason, workers=workers, queue_size=len(self._queue),
                                in_flight=self._in_flight())

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pools.backends.kubernetes.manifests import MARKER
+from pools.backends.kubernetes.manifests import INDEX_KEY, MARKER
 
 # A container that waits for one of these will not start by waiting longer: the pool's
 # configuration is wrong (image, Secret, command), not the task.
@@ -50,6 +50,32 @@ def outcome(job: Any) -> Outcome | None:
         if kind in conditions:
             return Outcome(False, conditions[kind].reason or kind, conditions[kind].message or "")
     return None
+
+
+def indexes(text: str | None) -> set[int]:
+    """The Job status's interval notation: "0-2,5" -> {0, 1, 2, 5}."""
+    out: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+def index_of(pod: Any) -> int | None:
+    """An Indexed Job's pod: its completion index; None for a plain Job's pod."""
+    meta = pod.metadata
+    raw = (meta.annotations or {}).get(INDEX_KEY) or (meta.labels or {}).get(INDEX_KEY)
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def index_failures(pod: Any) -> int:
+    raw = (pod.metadata.annotations or {}).get("batch.kubernetes.io/job-index-failure-count", "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+def pod_timed_out(pod: Any) -> bool:
+    """The kubelet stopped it at its own activeDeadlineSeconds (an Indexed Job's shard timeout)."""
+    return bool(pod.status and pod.status.reason == "DeadlineExceeded")
 
 
 def failures(job: Any) -> int:

@@ -28,6 +28,10 @@ ATTEMPT_LABEL = "mahavishnu.io/attempt"
 MANAGER = "mahavishnu"
 TASK_DIR = "/var/run/mahavishnu/task"  # where the payload Secret is mounted, read-only
 TASK_FILE = "task.json"
+SHARD_FILE = "task-{index}.json"  # an Indexed Job's shard i reads task-i.json (the runner fills in i)
+TASKS_ANNOTATION = "mahavishnu.io/tasks"  # an Indexed Job's task ids, in index order: adoption reads it
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+SIGTERM_EXIT = 143  # the runner stopped by SIGTERM: its pod was deleted (a cancelled shard) or evicted
 SCRATCH = "/tmp"  # an emptyDir: the root filesystem is read-only
 WARM_PORT = 8678
 # A Secret holds at most 1 MiB of data (the API server refuses more); the task's JSON, with its
@@ -102,12 +106,15 @@ def task_document(task_id: str, task_type: str, type_ref: str, payload: dict[str
                        "context": context}, separators=(",", ":")).encode()
 
 
-def payload_secret(name: str, meta_labels: dict[str, str], document: bytes) -> dict[str, Any]:
+def payload_secret(name: str, meta_labels: dict[str, str], documents: list[bytes]) -> dict[str, Any]:
     """The task travels as a file, never through env or argv: the kubelet expands `$(VAR)` and `$$`
-    in env values and argv, and one env var over 128 KiB cannot be exec'd (E2BIG)."""
+    in env values and argv, and one env var over 128 KiB cannot be exec'd (E2BIG). The shards of
+    an Indexed Job are one file each."""
+    files = {TASK_FILE: documents[0]} if len(documents) == 1 else \
+        {SHARD_FILE.format(index=i): doc for i, doc in enumerate(documents)}
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "labels": meta_labels},
-            "data": {TASK_FILE: base64.b64encode(document).decode()}}
+            "data": {k: base64.b64encode(v).decode() for k, v in files.items()}}
 
 
 def owned_by(job: dict[str, Any] | Any, name: str) -> dict[str, Any]:
@@ -118,21 +125,30 @@ def owned_by(job: dict[str, Any] | Any, name: str) -> dict[str, Any]:
                                               "blockOwnerDeletion": False}]}}
 
 
-def task_job(config: PoolConfig, pool_id: str, name: str, task_id: str, attempt: int, timeout: float,
-             retries: int, ttl: int, trace: dict[str, str]) -> dict[str, Any]:
-    """One Job for one task. Retries are the Job's backoffLimit (Kubernetes starts a new pod for
-    each); the timeout is its activeDeadlineSeconds (condition reason DeadlineExceeded). A pod
-    disrupted by the cluster (eviction, preemption, node drain: condition DisruptionTarget) fails
-    the Job at once with reason PodFailurePolicy: a pool fault, which distribution retries on
-    another pool, never a retry counted against the task."""
-    meta_labels = {**labels(config, pool_id, "task"), TASK_LABEL: label_value(task_key(task_id)),
+def task_job(config: PoolConfig, pool_id: str, name: str, task_ids: list[str], attempt: int, timeout: float,
+             retries: int, ttl: int, trace: dict[str, str], parallelism: int = 1) -> dict[str, Any]:
+    """One Job for one task, or an Indexed Job for the shards of one distribution.
+
+    One task: retries are the Job's backoffLimit (Kubernetes starts a new pod for each); the
+    timeout is its activeDeadlineSeconds (condition reason DeadlineExceeded). A pod disrupted by
+    the cluster (eviction, preemption, node drain: condition DisruptionTarget) fails the Job at
+    once with reason PodFailurePolicy: a pool fault, which distribution retries on another pool,
+    never a retry counted against the task.
+
+    Shards: completions = shards, each index with its own retries (backoffLimitPerIndex) and its
+    own timeout (the pod's activeDeadlineSeconds, counted from its start); a failed index fails
+    only itself (maxFailedIndexes = all). A disrupted pod, or one stopped by SIGTERM (a cancelled
+    shard's pod deleted), fails its index at once (FailIndex) instead of being replaced."""
+    shards = len(task_ids) > 1
+    meta_labels = {**labels(config, pool_id, "task"), TASK_LABEL: label_value(task_key(task_ids[0])),
                    ATTEMPT_LABEL: str(attempt)}
+    task_file = f"{TASK_DIR}/{SHARD_FILE if shards else TASK_FILE}"
     env = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": SCRATCH},
            {"name": "TMPDIR", "value": SCRATCH}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-           {"name": "MAHAVISHNU_TASK_FILE", "value": f"{TASK_DIR}/{TASK_FILE}"}]
+           {"name": "MAHAVISHNU_TASK_FILE", "value": task_file}]
     if trace.get("traceparent"):
         env.append({"name": "TRACEPARENT", "value": trace["traceparent"]})
-    pod_spec = {
+    pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -146,19 +162,30 @@ def task_job(config: PoolConfig, pool_id: str, name: str, task_id: str, attempt:
         "volumes": [{"name": "task", "secret": {"secretName": name, "defaultMode": 0o444}},
                     {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": config.namespace, "labels": meta_labels},
-        "spec": {
-            "backoffLimit": retries,
-            "activeDeadlineSeconds": max(1, math.ceil(timeout)),
-            "ttlSecondsAfterFinished": ttl,
+    deadline = max(1, math.ceil(timeout))
+    disrupted = {"onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    spec: dict[str, Any] = {"ttlSecondsAfterFinished": ttl, "template": {"metadata": {"labels": meta_labels},
+                                                                         "spec": pod_spec}}
+    metadata: dict[str, Any] = {"name": name, "namespace": config.namespace, "labels": meta_labels}
+    if shards:
+        waves = math.ceil(len(task_ids) / max(1, parallelism))
+        pod_spec["activeDeadlineSeconds"] = deadline
+        metadata["annotations"] = {TASKS_ANNOTATION: ",".join(task_key(t) for t in task_ids)}
+        spec.update({
+            "completionMode": "Indexed", "completions": len(task_ids), "parallelism": max(1, parallelism),
+            "backoffLimitPerIndex": retries, "maxFailedIndexes": len(task_ids),
+            # a backstop only: each shard has its own deadline; this one covers every wave of them
+            "activeDeadlineSeconds": deadline * (retries + 1) * waves + 60,
             "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "FailIndex", **disrupted},
+                {"action": "FailIndex", "onExitCodes": {"containerName": "task", "operator": "In",
+                                                        "values": [SIGTERM_EXIT]}},
             ]},
-            "template": {"metadata": {"labels": meta_labels}, "spec": pod_spec},
-        },
-    }
+        })
+    else:
+        spec.update({"backoffLimit": retries, "activeDeadlineSeconds": deadline,
+                     "podFailurePolicy": {"rules": [{"action": "FailJob", **disrupted}]}})
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
 
 
 # -- warm mode: a Deployment of the peer server behind a Service, scaled by an HPA ------------------
