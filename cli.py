@@ -85,7 +85,7 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
                     read_timeout: float | None = None) -> PeerReply:
     from mcp import Client
 
-    from pools.peer_client import read_reply
+    from pools.peer_client import follow_links, read_reply
 
     if target.mode == "embedded":
         from mcp_server.server import build_server
@@ -99,7 +99,10 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
             raise CliError(exc.message, EXIT_UNREACHABLE if exc.code == "store_busy" else EXIT_FAILED) from exc
         try:
             async with Client(build_server(manager, log_level="WARNING")) as client:
-                return read_reply(await client.call_tool(name, args, progress_callback=progress))
+                reply = read_reply(await client.call_tool(name, args, progress_callback=progress))
+                if not reply.is_error and reply.data is not None:  # large values came as links
+                    reply.linked = await follow_links(client, reply.data)
+                return reply
         finally:
             await manager.close()
     else:
@@ -108,7 +111,8 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
 
         assert target.url is not None
         try:
-            reply = await PeerClient(target.url, target.token).call(name, args, read_timeout or 300.0, progress)
+            reply = await PeerClient(target.url, target.token).call(name, args, read_timeout or 300.0, progress,
+                                                                    follow=True)
         except PoolUnavailable as exc:
             raise CliError(unreachable_message(target, exc), EXIT_UNREACHABLE) from exc
         return reply
@@ -203,13 +207,17 @@ def common_parameters(spec: ToolSpec) -> list[inspect.Parameter]:
         inspect.Parameter("token", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             str | None, typer.Option("--token", envvar="MAHAVISHNU_TOKEN", help="Bearer token for --url.")]),
     ]
+    if spec.result_at is not None:
+        params.append(inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+            Path | None, typer.Option("--output", "-o", help="Also write the whole result (JSON, however large) "
+                                                             "to this file.")]))
     if spec.name == "pools_watch":
         params.append(inspect.Parameter("refresh", inspect.Parameter.KEYWORD_ONLY, default=1.0, annotation=Annotated[
             float, typer.Option("--refresh", "-r", min=0.1, help="Seconds between refreshes.")]))
     return params
 
 
-COMMON = {"format", "url", "token", "refresh"}
+COMMON = {"format", "url", "token", "refresh", "output"}
 
 
 def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
@@ -295,6 +303,8 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
         typer.echo(f"Error: {result.message}", err=True)
         return EXIT_USAGE if code in USAGE_ERRORS else EXIT_FAILED
     renderer.render(spec.name, result.data)
+    if values.get("output") is not None and spec.result_at is not None:
+        write_result(values["output"], result, spec.result_at)
     if spec.name == "pools_distribute":
         return EXIT_OK if result.data["failed"] == 0 else EXIT_FAILED
     if spec.name == "pools_memory_sync":
@@ -305,6 +315,20 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
             return EXIT_OK if task["state"] == "completed" else EXIT_FAILED
         return EXIT_OK if args.get("wait") is False else EXIT_FAILED
     return EXIT_OK
+
+
+def write_result(path: Path, reply: PeerReply, at: tuple[str, ...]) -> None:
+    """The result as the server holds it: the linked JSON text byte for byte, or the inline value."""
+    holder: Any = reply.data
+    for key in at:
+        holder = holder[key]
+    link = holder.get("result_link") or {}
+    text = reply.linked.get(link.get("uri", "")) if link else None
+    try:
+        path.write_text(text if text is not None else json.dumps(holder.get("result")), encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write --output {path}: {exc}", EXIT_FAILED) from exc
+    typer.echo(f"Result written to {path}", err=True)
 
 
 def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_timeout: float) -> PeerReply:

@@ -25,6 +25,9 @@ class ToolSpec:
     short: dict[str, str] = field(default_factory=dict)
     positional: tuple[str, ...] = ()
     formats: tuple[str, ...] = ("table", "json", "markdown")
+    # Where the answer holds a `result` (and `result_link` when it was too large to inline): the CLI
+    # offers --output FILE for it. None: the tool returns no task result.
+    result_at: tuple[str, ...] | None = None
 
     @property
     def output_model(self) -> type[BaseModel]:
@@ -63,7 +66,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         "the task id at once. See pools_task_types for the types and their payloads.",
         s.ExecuteInput, s.ExecuteOutput, read_only=False,
         short={"task_type": "-t", "pool": "-p", "timeout": "-T"},
-        formats=("table", "json", "markdown", "progress")),
+        formats=("table", "json", "markdown", "progress"), result_at=("task",)),
     ToolSpec(
         "pools_distribute", "distribute", "Distribute a task over pools",
         "Run one payload across pools. round_robin, random and least_loaded split it (by the task type's split: "
@@ -73,12 +76,12 @@ TOOLS: tuple[ToolSpec, ...] = (
         "each shard's pool, duration and error, with progress notifications as shards finish.",
         s.DistributeInput, s.DistributionResult, read_only=False,
         short={"task_type": "-t", "strategy": "-s", "timeout": "-T"},
-        formats=("table", "json", "markdown", "progress")),
+        formats=("table", "json", "markdown", "progress"), result_at=()),
     ToolSpec(
         "pools_task", "task", "Get a task",
         "State of one task by id: queued, running, completed, failed, cancelled or timed_out, with its "
         "pool, worker, times, duration, result, one-line summary and error (with the worker's traceback).",
-        s.TaskInput, s.TaskRecord, read_only=True, idempotent=True, positional=("task_id",)),
+        s.TaskInput, s.TaskRecord, read_only=True, idempotent=True, positional=("task_id",), result_at=()),
     ToolSpec(
         "pools_tasks", "tasks", "List tasks",
         "Recent tasks, newest first, optionally only one pool's, one state's or one type's. Use it to find "

@@ -8,13 +8,16 @@ protocol faults raise.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
-from mcp.types import ToolAnnotations
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.types import CallToolResult, ResourceLink, ResourceTemplate, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from mcp_server import __version__
+from mcp_server import __version__, results
 from mcp_server.registry import TOOLS, ToolSpec
 from mcp_server.tools import HANDLERS
 from mcp_server.toolserver import ModelTool, ModelToolServer, Progress
@@ -44,7 +47,45 @@ def model_tool(spec: ToolSpec, manager: PoolManager) -> ModelTool:
                                      open_world_hint=False))
 
 
-def build_server(manager: PoolManager, *, log_level: LogLevel = "INFO") -> ModelToolServer:
+class PoolsServer(ModelToolServer):
+    """The tools, plus the resources that carry what is too large to inline (mcp_server/results.py)."""
+
+    def __init__(self, manager: PoolManager, log_level: LogLevel) -> None:
+        super().__init__("mahavishnu", title="Mahavishnu Pools", version=__version__, instructions=INSTRUCTIONS,
+                         log_level=log_level, tools=[model_tool(spec, manager) for spec in TOOLS])
+        self.manager = manager
+        self.blobs = results.Blobs(manager.settings.home / "results", manager.settings.retention_days * 86400)
+
+    def shape(self, spec: ModelTool, output: BaseModel) -> CallToolResult:
+        data, links = results.shape(output.model_dump(mode="json", by_alias=True),
+                                    self.manager.settings.inline_result_max_bytes, self.blobs)
+        text = json.dumps(data, ensure_ascii=False)
+        if len(text) > results.TEXT_COPY_MAX:  # not twice: the structured content has it all
+            text = f"{spec.name}: the answer is in structuredContent ({len(text)} characters)"
+        content: list[Any] = [TextContent(type="text", text=text)]
+        content += [ResourceLink(type="resource_link", uri=link.uri, name=link.uri.removeprefix("mahavishnu://"),
+                                 mime_type=link.mime_type, size=link.size) for link in links]
+        return CallToolResult(content=content, structured_content=data)
+
+    async def list_resource_templates(self) -> list[ResourceTemplate]:
+        described = "Too large to inline in a tool answer; read in pages (_meta mahavishnu/next is the next page)."
+        return [ResourceTemplate(uri_template=results.URI_TEMPLATE_TASK, name="task-value",
+                                 title="A task's result or payload", description=described,
+                                 mime_type="application/json"),
+                ResourceTemplate(uri_template=results.URI_TEMPLATE_DISTRIBUTION, name="distribution-result",
+                                 title="A map_reduce distribution's reduced result", description=described,
+                                 mime_type="application/json")]
+
+    async def read_resource(self, uri: Any, context: Any = None) -> Any:
+        if not str(uri).startswith("mahavishnu://"):
+            return await super().read_resource(uri, context)
+        try:
+            text, meta = results.read_page(self.manager.store, self.blobs, str(uri))
+        except results.NotFound as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        return [ReadResourceContents(content=text, mime_type="application/json", meta=meta)]
+
+
+def build_server(manager: PoolManager, *, log_level: LogLevel = "INFO") -> PoolsServer:
     """The MCP server over `manager`; the caller starts and closes the manager."""
-    return ModelToolServer("mahavishnu", title="Mahavishnu Pools", version=__version__, instructions=INSTRUCTIONS,
-                           log_level=log_level, tools=[model_tool(spec, manager) for spec in TOOLS])
+    return PoolsServer(manager, log_level)

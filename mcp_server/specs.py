@@ -46,7 +46,17 @@ def tools_markdown() -> str:
            '{"isError": true, "content": [{"type": "text", "text": '
            '"{\\"error\\": {\\"code\\": \\"invalid_input\\", \\"message\\": \\"timeout: Input should be '
            'greater than 0\\", \\"field\\": \\"timeout\\"}}"}]}',
-           "```", ""]
+           "```", "",
+           "## Large results", "",
+           "An answer whose JSON would exceed the `inline_result_max_bytes` setting (256 KiB by default) carries "
+           "its largest task results and payloads (and a map_reduce `result`) as links instead: the value is null "
+           "(a payload `{}`), `result_link` / `payload_link` is `{uri, size, mime_type}`, and a `resource_link` "
+           "content block names the same URI. `resources/read` on `mahavishnu://tasks/{task_id}/result` (or "
+           "`/payload`, or `mahavishnu://distributions/{id}/result`) returns the JSON text in pages of under "
+           "1 MiB each; a page's `_meta` holds `mahavishnu/size` (bytes in all), `mahavishnu/offset` and "
+           "`mahavishnu/next`, the URI of the next page (`...?offset=N`), null on the last. Answers over 64 KiB "
+           "keep their JSON in `structuredContent` only, with a one-line text block. `mahavishnu pools execute|task|"
+           "distribute --output FILE` writes the whole result, byte for byte as the server holds it.", ""]
     for t in TOOLS:
         hints = [h for h, on in (("read-only", t.read_only), ("destructive", t.destructive),
                                  ("idempotent", t.idempotent)) if on]

@@ -180,6 +180,14 @@ class TaskOptions(Model):
     affinity_key: str | None = Field(default=None, description="Tasks with the same key prefer one pool.")
 
 
+class Link(Model):
+    """Where a value too large to inline is read: MCP resources/read on `uri`, in pages."""
+
+    uri: str = Field(description="mahavishnu://tasks/{id}/result (or /payload), mahavishnu://distributions/{id}/result")
+    size: int = Field(description="Size of the value's JSON text, in bytes (UTF-8).")
+    mime_type: str = "application/json"
+
+
 class TaskRecord(Model):
     # Built at import: the hot path makes records with model_construct, and a copy of a
     # constructed record of a never-built deferred model fails to serialize.
@@ -203,6 +211,10 @@ class TaskRecord(Model):
     retries: int = 0
     pool_fault: bool = Field(default=False, description="The pool failed it (worker died, pool closed), "
                                                         "not the task's own code.")
+    result_link: Link | None = Field(default=None, description="Set when the result was too large to inline "
+                                                               "(result is then null): read it from here.")
+    payload_link: Link | None = Field(default=None, description="Set when the payload was too large to inline "
+                                                                "(payload is then {}).")
 
 
 class PoolHealth(Model):
@@ -295,6 +307,7 @@ class ShardResult(Model):
     attempts: int = Field(default=1, description="Pools tried: >1 when a pool failed and another took over.")
     retried_from: list[str] = Field(default_factory=list, description="Pools that failed this shard first.")
     result: Any = None
+    result_link: Link | None = Field(default=None, description="Set when the result was too large to inline.")
 
 
 class DistributionResult(Model):
@@ -308,6 +321,8 @@ class DistributionResult(Model):
     duration_s: float
     shards: list[ShardResult]
     result: Any = Field(default=None, description="map_reduce: the reduced result of all shards.")
+    result_link: Link | None = Field(default=None, description="Set when the reduced result was too large to "
+                                                               "inline (result is then null).")
     summary: str | None = None
 
 

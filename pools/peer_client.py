@@ -12,7 +12,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +24,7 @@ class PeerReply:
     is_error: bool
     data: dict[str, Any] | None
     text: str
+    linked: dict[str, str] = field(default_factory=dict)  # link uri -> the JSON text read from it
 
     @property
     def error(self) -> dict[str, Any]:
@@ -78,6 +79,38 @@ def read_reply(result: Any) -> PeerReply:
     return PeerReply(bool(result.is_error), data, text)
 
 
+async def read_linked(client: Any, uri: str) -> str:
+    """The whole JSON text behind a result link, page by page (each page's _meta names the next)."""
+    parts: list[str] = []
+    next_uri: str | None = uri
+    while next_uri:
+        page = (await client.read_resource(next_uri)).contents[0]
+        parts.append(page.text)
+        following = (page.meta or {}).get("mahavishnu/next")
+        next_uri = following if isinstance(following, str) else None
+    return "".join(parts)
+
+
+async def follow_links(client: Any, node: Any, linked: dict[str, str] | None = None) -> dict[str, str]:
+    """Put every linked value (`result_link`, `payload_link`) of a tool answer back in place, read
+    over the same session; returns {uri: JSON text}, the bytes the server holds."""
+    linked = {} if linked is None else linked
+    if isinstance(node, list):
+        for item in node:
+            await follow_links(client, item, linked)
+    elif isinstance(node, dict):
+        for key in [k for k in node if k.endswith("_link")]:
+            link = node[key]
+            if isinstance(link, dict) and isinstance(link.get("uri"), str):
+                text = linked.get(link["uri"]) or await read_linked(client, link["uri"])
+                linked[link["uri"]] = text
+                node[key.removesuffix("_link")] = json.loads(text)
+        for key, value in node.items():
+            if isinstance(value, (dict, list)) and not key.endswith("_link"):
+                await follow_links(client, value, linked)
+    return linked
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -98,9 +131,10 @@ class PeerClient:
                                   timeout=httpx2.Timeout(self.connect_timeout, read=read_timeout))
 
     async def call(self, tool: str, arguments: dict[str, Any], timeout: float = 30.0,
-                   progress: Any = None) -> PeerReply:
-        """Call one tool (progress: an async callback for its progress notifications).
-        Transport failures raise PoolUnavailable naming the peer."""
+                   progress: Any = None, follow: bool = False) -> PeerReply:
+        """Call one tool (progress: an async callback for its progress notifications; follow: read
+        linked large values back in, over the same session). Transport failures raise
+        PoolUnavailable naming the peer."""
         from mcp import Client, MCPError
         from mcp.client.streamable_http import streamable_http_client
         from mcp.types import INTERNAL_ERROR
@@ -114,6 +148,9 @@ class PeerClient:
                 client.session.validate_tool_result = _trust  # type: ignore[method-assign]
                 result = await client.call_tool(tool, arguments, read_timeout_seconds=timeout,
                                                 progress_callback=progress)
+                reply = read_reply(result)
+                if follow and not reply.is_error and reply.data is not None:
+                    reply.linked = await follow_links(client, reply.data)
         except PoolUnavailable:
             raise
         except Exception as exc:
@@ -124,7 +161,7 @@ class PeerClient:
                 return PeerReply(True, None, f"{tool}: {cause}")
             raise PoolUnavailable(f"peer {self.endpoint} unreachable or broken during {tool}: "
                                   f"{type(cause).__name__}: {cause}") from exc
-        return read_reply(result)
+        return reply
 
     async def tool_names(self, timeout: float = 10.0) -> set[str]:
         from mcp import Client

@@ -15,6 +15,7 @@
     peer_health_interval_s: 2             # how often session-buddy peers are probed
     peer_tokens: {"https://buddy.example:8678/mcp": "..."}   # bearer tokens for peers
     event_log: /var/log/mahavishnu/events.jsonl   # every event as a JSON line (or "stderr")
+    inline_result_max_bytes: 262144       # larger tool answers link their results (resources/read)
 
 Environment: MAHAVISHNU_ENABLE_TASK_TYPES (comma list, added to the file's list),
 MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
@@ -78,6 +79,11 @@ class Settings(BaseModel):
                                                                           "then fails with the reason.")
     event_log: str | None = Field(default=None, description="Also write every event as a JSON line to this file "
                                                             "path, or 'stderr'.")
+    inline_result_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=512 * 1024,
+        description="A tool answer larger than this carries its task results and payloads as resource links "
+                    "(mahavishnu://tasks/{id}/result) instead of inline; at most 512 KiB keeps every "
+                    "response under the 1 MiB an SSE client reads.")
     task_type_refs: dict[str, str] = Field(
         default_factory=dict,
         description="Extra task types without packaging: {name: 'module:Class'}, importable by the workers.")

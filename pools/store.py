@@ -265,6 +265,30 @@ class Store:
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row
 
+    def task_text(self, task_id: str, column: str, offset: int, length: int) -> tuple[int, str] | None:
+        """(size, slice) of a task's stored JSON result or payload, in bytes of its UTF-8 text, read
+        with incremental blob I/O: a large value is served in pages, never loaded whole. A slice
+        ends on a character boundary. None when there is no such task."""
+        if column not in ("result", "payload"):
+            raise ValueError(column)
+        row = self._db.execute("SELECT rowid FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None:
+            return None
+        try:
+            blob = self._db.blobopen("tasks", column, row[0], readonly=True)
+        except sqlite3.OperationalError:  # the value is NULL
+            return 0, ""
+        with blob:
+            size = len(blob)
+            blob.seek(min(offset, size))
+            chunk = blob.read(length)
+        for cut in range(4):  # a UTF-8 character is at most 4 bytes: drop a split one's head
+            try:
+                return size, chunk[: len(chunk) - cut].decode()
+            except UnicodeDecodeError:
+                continue
+        raise ValueError(f"task {task_id}'s {column} is not UTF-8 text at byte {offset}")
+
     def unfinished_tasks(self) -> list[sqlite3.Row]:
         return list(self._db.execute(
             "SELECT * FROM tasks WHERE state IN ('queued', 'running') ORDER BY created_at"))
