@@ -101,6 +101,7 @@ def hold_the_gil(marker: str) -> bool:
     Path(marker).write_text(str(os.getpid()))
     return re.match(r"(a+)+$", "a" * 64 + "b") is not None
 
+
 def big_text(size: int, seed: int = 0) -> str:
     """A deterministic string of `size` characters with quotes, backslashes, newlines and non-ASCII
     in it, so that every layer's escaping is exercised when it travels back."""
