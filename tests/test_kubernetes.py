@@ -369,6 +369,37 @@ async def test_a_restart_adopts_the_running_job(home: Path, kube: FakeKube, gate
 
 
 @fake_only
+async def test_a_job_that_finished_while_no_one_watched_is_read(home: Path, kube: FakeKube, gate: Path) -> None:
+    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
+    async with PoolManager(settings_for(home)) as first:
+        await first.register(cluster(kube))
+        task = await first.submit("k8s", "shell", gated(gate))
+        await wait_until(lambda: first.get_task(task.task_id).state is TaskState.RUNNING, what="running")
+    gate.touch()
+    await wait_until(lambda: any(c["type"] == "Complete" for c in kube.jobs()[0]["status"].get("conditions", [])),
+                     what="the Job to complete while no server runs")
+    async with PoolManager(settings_for(home)) as second:
+        done = await second.wait(task.task_id, 60)
+        assert done.state is TaskState.COMPLETED and done.result["stdout"] == "done\n"
+    assert job_posts(kube) == 1
+
+
+@fake_only
+def test_api_errors_keep_the_status_message(kube: FakeKube) -> None:
+    """What the API server says is what the user reads (here etcd refusing an oversized object)."""
+    from pools.backends.kubernetes import api
+
+    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
+    clients = api.connect(cluster(kube))
+    kube.add_namespace("tasks")
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"x": "y" * (2 << 20)}}
+    with pytest.raises(Exception) as info:
+        clients.core.create_namespaced_config_map("tasks", body)
+    said = api.explain(info.value, "creating ConfigMap big", "the cluster", "tasks").message
+    assert "500 InternalError: etcdserver: request is too large" in said and not api.transient(info.value)
+
+
+@fake_only
 async def test_deleted_jobs_do_not_jam_the_pool(manager: PoolManager, kube: FakeKube, gate: Path) -> None:
     await manager.register(cluster(kube))
     doomed, cancelled = [await manager.submit("k8s", "shell", gated(gate)) for _ in range(2)]
@@ -502,18 +533,26 @@ async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kub
 async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(home: Path, kube: FakeKube) -> None:
     os.environ["TEST_KUBE_TOKEN"] = "kube-token"
     async with PoolManager(settings_for(home, k8s_pending_timeout_s=60)) as manager:  # a peer may start slowly
-        await warm_mode_runs(manager, kube)
+        await warm_mode_runs(manager, kube, "tasks")
 
 
-async def warm_mode_runs(manager: PoolManager, kube: FakeKube) -> None:
+@fake_only
+async def test_warm_mode_needs_only_its_roles(home: Path, kube: FakeKube) -> None:
+    kube.add_namespace("team")
+    os.environ["TEST_WARM_TOKEN"] = "warm-role-token"
+    async with PoolManager(settings_for(home, k8s_pending_timeout_s=60)) as manager:
+        await warm_mode_runs(manager, kube, "team", api_token_env="TEST_WARM_TOKEN")
+
+
+async def warm_mode_runs(manager: PoolManager, kube: FakeKube, ns: str, **overrides: object) -> None:
     import shutil
 
     assert shutil.which("mahavishnu"), "the warm Deployment's container runs the installed `mahavishnu`"
     pool = await manager.register(cluster(kube, name="warm", warm=True, min_workers=1, max_workers=4,
-                                          cpu_target_percent=60))
+                                          cpu_target_percent=60, namespace=ns, **overrides))
     assert pool.status.value == "running" and pool.workers == 3
     objects = {obj["kind"]: obj for plural in ("deployments", "services", "secrets", "horizontalpodautoscalers")
-               for obj in kube.of_kind(plural, "tasks")}
+               for obj in kube.of_kind(plural, ns)}
     hpa = objects["HorizontalPodAutoscaler"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
     assert hpa["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
@@ -526,10 +565,10 @@ async def warm_mode_runs(manager: PoolManager, kube: FakeKube) -> None:
     assert done.state is TaskState.COMPLETED and done.result["count"] == 1
     assert kube.jobs() == []  # warm tasks are no Jobs: they go to the Service over MCP
     backend = manager.resolve("warm").backend
-    kube.set_ready_replicas("tasks", objects["Deployment"]["metadata"]["name"], 2)  # as the HPA would
+    kube.set_ready_replicas(ns, objects["Deployment"]["metadata"]["name"], 2)  # as the HPA would
     await wait_until(lambda: backend.warm.peer.slots == 6, what="the pool to follow the replicas")  # type: ignore
     await manager.close_pool("warm")
-    assert not [k for k in kube.objects if k[1] == "tasks" and k[0] != "events"]
+    assert not [k for k in kube.objects if k[1] == ns and k[0] != "events"]
     await wait_until(lambda: kube.running_processes() == 0, what="the warm peer to stop")
 
 

@@ -155,6 +155,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
         except PoolUnavailable as exc:
             self.health.trouble("start", exc.message, fatal=True)
         if self.config.warm:
+            if self.warm is not None and self.warm.ready:
+                self.health.ok("start")
             self._housekeeping = asyncio.get_running_loop().create_task(self._keep_warm())
             return
         if self.api is None:  # never connected: retried by housekeeping
@@ -648,17 +650,21 @@ class KubernetesBackend(JobQueue, PoolBackend):
         return "it created no pod"
 
     async def _keep_warm(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self._poll)
+        """Warm up until it works (backing off), then follow the Deployment by watching it."""
+        delay = self._poll
+        while not self._closed and (self.warm is None or not self.warm.ready):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
             try:
-                if self.warm is None or not self.warm.ready:
-                    await self._warm_up()
-                    self.health.ok("start")
-                else:
-                    await self.warm.follow_replicas()
-                    self.health.ok("calls")
+                await self._warm_up()
+                self.health.ok("start")
             except PoolUnavailable as exc:
-                self.health.trouble("calls", exc.message)
+                self.health.trouble("start", exc.message, fatal=True)
+        if self.warm is not None and not self._closed:
+            def explain(exc: BaseException, doing: str) -> str:
+                return self._explain(exc, doing).message
+
+            self.warm.follow(self.health, explain, backoff=self._poll, watch_timeout=self._watch_timeout)
 
     # -- scaling and reporting ----------------------------------------------------------------
     async def scale(self, target: int, trigger: str = "manual") -> int:

@@ -4,7 +4,7 @@ Service over MCP, as to a session-buddy pool.
     up(): apply Secret, Deployment, Service, HPA (server-side apply: a changed image or replica
           range rolls out) ─> wait for a ready replica ─> MCP peer at the Service
           └ any step fails: delete what this call created, report why
-    follow_replicas(): slots = 3 tasks per ready replica, as the HPA scales
+    follow(): watch the Deployment; slots = 3 tasks per ready replica, as the HPA scales it
 
 The peers run with the server's enabled task types (MAHAVISHNU_ENABLE_TASK_TYPES), so what
 `accepts()` promises is what they run.
@@ -22,10 +22,19 @@ from typing import Any
 
 from pools.backends.base import BackendSnapshot, Job, TaskSink
 from pools.backends.kubernetes import api, manifests
+from pools.backends.kubernetes.informer import Health, Informer
 from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolType
 
 APPLY = "application/apply-patch+yaml"  # JSON is YAML: server-side apply takes our dicts as they are
+
+
+def ready_replicas(deployment: Any) -> int:
+    """Ready replicas of the current template only: an old image's replicas do not count."""
+    status = deployment.status
+    if status is None or (status.observed_generation or 0) < (deployment.metadata.generation or 0):
+        return 0
+    return int(min(status.ready_replicas or 0, status.updated_replicas or status.ready_replicas or 0))
 
 
 class WarmPool:
@@ -42,6 +51,7 @@ class WarmPool:
         self._ready_timeout = ready_timeout
         self.peer: Any = None
         self.name = manifests.warm_name(pool_id)
+        self._informer: Informer | None = None
 
     @property
     def ready(self) -> bool:
@@ -111,11 +121,7 @@ class WarmPool:
             deployment = await api.call(self.k.apps.read_namespaced_deployment, self.name, self.config.namespace)
         except Exception as exc:
             raise self._explain(exc, f"reading the warm Deployment {self.name}") from exc
-        status = deployment.status
-        # Ready replicas of the current template only: an old image's replicas do not count.
-        if status is None or (status.observed_generation or 0) < (deployment.metadata.generation or 0):
-            return 0
-        return int(min(status.ready_replicas or 0, status.updated_replicas or status.ready_replicas or 0))
+        return ready_replicas(deployment)
 
     async def _wait_ready(self) -> int:
         deadline = time.monotonic() + self._ready_timeout
@@ -145,16 +151,29 @@ class WarmPool:
         await peer.start()
         self.peer = peer
 
-    async def follow_replicas(self) -> None:
-        """As the HPA scales the Deployment, let as many tasks in flight as its replicas have workers."""
+    def follow(self, health: Health, explain: Callable[[BaseException, str], str], *, backoff: float,
+               watch_timeout: int) -> None:
+        """Watch the Deployment (no polling): as the HPA scales it, as many tasks in flight as its
+        ready replicas have workers."""
+        selector = ",".join(f"{k}={v}" for k, v in manifests.warm_selector(self.config, self.pool_id).items())
+        self._informer = Informer("Deployments", self.k.apps.list_namespaced_deployment, self.config.namespace,
+                                  selector, self._on_deployment, health, explain, backoff=backoff,
+                                  watch_timeout=watch_timeout)
+        self._informer.start()
+
+    def _on_deployment(self, kind: str, deployment: Any) -> None:
         from pools.backends.session_buddy import PEER_WORKERS
 
-        ready = await self._ready_replicas()
+        if deployment.metadata.name != self.name or kind == "DELETED" or self.peer is None:
+            return
+        ready = ready_replicas(deployment)
         if ready and self.peer.slots != PEER_WORKERS * ready:
             self.peer.slots = PEER_WORKERS * ready
             self.peer._pump()
 
     async def close(self, *, abandon: bool) -> None:
+        if self._informer is not None:
+            await self._informer.stop()
         if self.peer is not None:
             await self.peer.close(abandon=abandon)
         if abandon:
