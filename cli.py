@@ -409,16 +409,20 @@ def serve(
     keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     stdio: Annotated[bool, typer.Option("--stdio", help="Serve MCP over stdin/stdout (for an IDE).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    grace: Annotated[float, typer.Option(min=0, help="On SIGTERM/SIGINT, seconds running tasks get to finish "
+                                                    "before the server exits (what still runs is re-queued or "
+                                                    "failed with the reason at the next start).")] = 5.0,
 ) -> None:
     """Run the MCP server (streamable HTTP on 127.0.0.1:8680/mcp, or --stdio)."""
-    run_server(host, port, token, certfile, keyfile, stdio, log_level, peer=False)
+    run_server(host, port, token, certfile, keyfile, stdio, log_level, grace, peer=False)
 
 
 def run_server(host: str, port: int, token: str | None, certfile: Path | None, keyfile: Path | None, stdio: bool,
-               log_level: str, *, peer: bool) -> None:
+               log_level: str, grace: float, *, peer: bool) -> None:
+    """Serve until told to stop; a stop signal is a clean exit 0 (see mcp_server.http)."""
     import asyncio
 
-    from mcp_server.http import HttpOptions, install_sigterm, serve_http, serve_stdio
+    from mcp_server.http import HttpOptions, serve_http, serve_stdio
     from mcp_server.tracing import configure_tracing
     from pools.errors import PoolError
     from pools.settings import Settings
@@ -432,13 +436,14 @@ def run_server(host: str, port: int, token: str | None, certfile: Path | None, k
             settings = settings.model_copy(update={"home": settings.home / "peers" / str(port),
                                                    "default_pool": False})
         if stdio:
-            install_sigterm()
-            asyncio.run(serve_stdio(settings))
+            asyncio.run(serve_stdio(settings, grace))
         else:
             asyncio.run(serve_http(settings, HttpOptions(host=host, port=port, token=token, certfile=certfile,
-                                                         keyfile=keyfile, log_level=log_level), peer=peer))
+                                                         keyfile=keyfile, log_level=log_level, grace=grace),
+                                   peer=peer))
     except PoolError as exc:
-        raise fail(exc.message, EXIT_USAGE if exc.code == "invalid_input" else EXIT_FAILED) from None
+        code = {"invalid_input": EXIT_USAGE, "port_busy": EXIT_UNREACHABLE}.get(exc.code, EXIT_FAILED)
+        raise fail(exc.message, code) from None
     except OSError as exc:
         raise fail(f"cannot serve on {host}:{port}: {exc}", EXIT_FAILED) from None
     except KeyboardInterrupt:
@@ -459,12 +464,15 @@ def peer_serve(
     certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); serves https.")] = None,
     keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    grace: Annotated[float, typer.Option(min=0, help="On SIGTERM/SIGINT, seconds running tasks get to finish "
+                                                    "before the server exits (what still runs is re-queued or "
+                                                    "failed with the reason at the next start).")] = 5.0,
 ) -> None:
     """Serve Session-Buddy's pool and memory tools with 3 real workers per pool.
 
     State lives in $MAHAVISHNU_HOME/peers/PORT; enabled task types follow the same settings
     as the main server."""
-    run_server(host, port, token, certfile, keyfile, False, log_level, peer=True)
+    run_server(host, port, token, certfile, keyfile, False, log_level, grace, peer=True)
 
 
 def version_callback(value: bool) -> None:

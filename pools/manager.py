@@ -140,10 +140,31 @@ class PoolManager:
         self.started = True
         self._maintenance = loop.call_later(3600, self._hourly)
 
-    async def close(self) -> None:
-        """Stop every backend (workers end) and release the state directory. Pools stay registered."""
+    def hold(self) -> None:
+        """The owner is stopping: start no queued task (each backend holds its queue)."""
+        for pool in self._pools.values():
+            if pool.backend is not None:
+                pool.backend.hold()
+
+    async def drain(self, grace: float) -> int:
+        """Hold every queue and give running tasks up to `grace` seconds to finish; returns how
+        many still run."""
+        self.hold()
+        running = [t for t, r in self._live.items() if r.state is TaskState.RUNNING]
+        if running and grace > 0:
+            await asyncio.wait([asyncio.ensure_future(self.wait(t)) for t in running], timeout=grace)
+        return sum(1 for r in self._live.values() if r.state is TaskState.RUNNING)
+
+    async def close(self, reason: str | None = None) -> None:
+        """Stop every backend (workers end) and release the state directory. Pools stay
+        registered; unfinished tasks are left to the next owner's reconciliation, and running
+        ones keep `reason` (why their owner stopped) for it."""
         if self._maintenance:
             self._maintenance.cancel()
+        if self._store is not None and reason:
+            for task_id, record in self._live.items():
+                if record.state is TaskState.RUNNING:
+                    self._store.mark_abandoned(task_id, reason)
         for pool in self._pools.values():
             if pool.backend is not None:
                 with contextlib.suppress(Exception):
@@ -237,6 +258,7 @@ class PoolManager:
         for row in self.store.unfinished_tasks():
             record = self._record_from_row(row)
             was_running = record.state is TaskState.RUNNING
+            exited = record.error or "the process running it exited before it finished"
             why = self._why_not_requeue(record)
             pool = self._pools.get(record.pool_id)
             if why is None and pool is not None and pool.backend is not None:
@@ -247,14 +269,14 @@ class PoolManager:
                 except PoolError as exc:
                     why = f"its pool would not take it back: {exc.message}"
                 else:
-                    record.state = TaskState.QUEUED
+                    record.state, record.error = TaskState.QUEUED, None
                     self._live[record.task_id] = record
                     self.store.mark_queued(record.task_id, record.pool_id)
                     self._event("task_reconciled", record.pool_id, record.task_id, {
-                        "outcome": "requeued", "reason": "re-queued: the process running it exited before it "
-                                                         "finished" if was_running else "re-queued after a restart"})
+                        "outcome": "requeued",
+                        "reason": f"re-queued: {exited}" if was_running else "re-queued after a restart"})
                     continue
-            prefix = "the process running it exited before it finished; " if was_running else ""
+            prefix = f"{exited}; " if was_running else ""
             record.state, record.finished_at = TaskState.FAILED, _now()
             record.error = prefix + (why or "its pool is gone")
             self.store.mark_finished(record)

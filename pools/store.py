@@ -242,8 +242,13 @@ class Store:
                     "WHERE task_id = ?", (worker_id, started_at, attempts, task_id))
 
     def mark_queued(self, task_id: str, pool_id: str) -> None:
-        self._write("UPDATE tasks SET state = 'queued', pool_id = ?, worker_id = NULL, started_at = NULL "
-                    "WHERE task_id = ?", (pool_id, task_id))
+        self._write("UPDATE tasks SET state = 'queued', pool_id = ?, worker_id = NULL, started_at = NULL, "
+                    "error = NULL WHERE task_id = ?", (pool_id, task_id))
+
+    def mark_abandoned(self, task_id: str, reason: str) -> None:
+        """An owner stopping leaves a running task to the next owner, saying why (error column;
+        the state stays running, for reconciliation)."""
+        self._write("UPDATE tasks SET error = ? WHERE task_id = ?", (reason, task_id))
 
     def mark_finished(self, task: TaskRecord) -> None:
         """Record a terminal state, its result, and bump the pool's counters in one go."""

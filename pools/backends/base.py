@@ -131,6 +131,10 @@ class PoolBackend(ABC):
     def take_queued(self, limit: int) -> list[Job]:
         """Remove up to `limit` jobs that have not started, newest first, for another pool to run."""
 
+    def hold(self) -> None:  # noqa: B027 - optional hook; a backend without a queue of its own has none
+        """Start nothing new: the owner is stopping. Queued jobs stay queued (the next owner
+        re-queues them); running ones go on."""
+
     def accepts(self, task_type: str) -> str | None:
         """None when this pool can run `task_type`, else why not."""
         return None

@@ -119,6 +119,7 @@ class LocalBackend(JobQueue, PoolBackend):
         self._crashes: deque[tuple[float, str]] = deque()
         self._target = config.min_workers
         self._closed = False
+        self._held = False
         self._reaper: asyncio.TimerHandle | None = None
         self._spawn_backoff = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -175,9 +176,12 @@ class LocalBackend(JobQueue, PoolBackend):
                 return True
         return False
 
+    def hold(self) -> None:
+        self._held = True
+
     def _pump(self) -> None:
         """Hand queued jobs to idle workers; grow the pool when jobs still wait."""
-        if self._closed:
+        if self._closed or self._held:
             return
         for worker in self._workers.values():
             if not self._queue:
@@ -309,7 +313,7 @@ class LocalBackend(JobQueue, PoolBackend):
         worker.state = "idle"
         worker.tasks_done += 1
         worker.idle_since = time.monotonic()
-        if self._queue:
+        if self._queue and not self._held:
             self._dispatch(worker, self._queue.popleft())
         self.sink.task_finished(task_id, TaskState.COMPLETED if ok else TaskState.FAILED, result, error,
                                 worker.worker_id)

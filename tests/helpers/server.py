@@ -29,11 +29,9 @@ def write_settings(home: Path, enabled: tuple[str, ...] = ("analyze", "echo", "p
         f"enabled_task_types: [{', '.join(enabled)}]\ndefault_pool: {str(default_pool).lower()}\n{extra}")
 
 
-@contextmanager
-def running_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",),
-                   **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Yields (url, process). Stops the server with SIGTERM and checks it exits.
-    `command=("peer", "serve")` starts a Session-Buddy-compatible peer instead."""
+def start_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",),
+                 **env: str) -> tuple[str, subprocess.Popen[str]]:
+    """Start a server and return (url, process) once it serves; the caller stops it."""
     port = [] if "--port" in args else ["--port", "0"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *command, *port,
                              "--log-level", "warning", *args],
@@ -52,6 +50,15 @@ def running_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",)
         proc.wait(10)
         raise AssertionError(f"server did not start (exit {proc.returncode}): {''.join(stderr)[-3000:]}")
     threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
+    return url, proc
+
+
+@contextmanager
+def running_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",),
+                   **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Yields (url, process). Stops the server with SIGTERM and checks it exits.
+    `command=("peer", "serve")` starts a Session-Buddy-compatible peer instead."""
+    url, proc = start_server(home, *args, command=command, **env)
     try:
         yield url, proc
     finally:
