@@ -7,6 +7,7 @@ import pytest
 
 from pools.manager import PoolManager
 from pools.settings import Settings
+from tests.k8s.control_plane import kube_cluster, pytest_collection_modifyitems  # noqa: F401 - the real cluster
 
 
 @pytest.fixture
