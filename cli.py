@@ -25,7 +25,8 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from mcp_server.registry import TOOLS, ToolSpec
+from cli_words import cli_words, explain
+from mcp_server.registry import BY_NAME, TOOLS, ToolSpec
 
 if TYPE_CHECKING:
     from pools.peer_client import PeerReply
@@ -34,7 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 USAGE_ERRORS = {"invalid_input", "unknown_task_type", "task_type_disabled", "pool_not_found", "task_not_found"}
 
 app = typer.Typer(
-    name="mahavishnu", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="mahavishnu", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rendering it with rich costs ~0.1 s of start-up
     help="Mahavishnu Pools: run tasks on pools of workers through one MCP server.",
 )
@@ -163,11 +164,29 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+COMMANDS = {name: spec.command for name, spec in BY_NAME.items()}
+
+
+def words(spec: ToolSpec, text: str) -> str:
+    """A tool's description or error, told in this command's options."""
+    return cli_words(text, spec.input_model.model_fields, COMMANDS)
+
+
+def _one_of(where: str, choices: list[str]) -> Any:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=where)
+        return value
+
+    return parse
+
+
 def cli_parameter(spec: ToolSpec, name: str, info: FieldInfo) -> inspect.Parameter:
     """One typer parameter for one input-model field."""
     base, optional = _unwrap_optional(info.annotation)
-    help_text = info.description or ""
+    help_text = words(spec, info.description or "")
     default: Any = inspect.Parameter.empty
+    choice: list[str] | None = None
     if not info.is_required():
         default = info.get_default(call_default_factory=False) if info.default_factory is None else None
         if isinstance(default, Enum):
@@ -178,19 +197,22 @@ def cli_parameter(spec: ToolSpec, name: str, info: FieldInfo) -> inspect.Paramet
         if default is not inspect.Parameter.empty:
             default = None
     elif isinstance(base, type) and issubclass(base, Enum):
-        annotation = base if not optional else base | None
-        if default is not inspect.Parameter.empty and default is not None:
-            default = base(default)
+        # Checked here, in our words, and completed by the shell from the same choices.
+        choice = [m.value for m in base]
+        annotation = str | None if optional else str
     else:
         annotation = info.annotation
+    extra: dict[str, Any] = {} if choice is None else {
+        "parser": _one_of(option_name(name) if name not in spec.positional else name.upper(), choice),
+        "autocompletion": lambda: choice, "metavar": "[" + "|".join(choice) + "]"}
     if name in spec.positional:
-        param: Any = typer.Argument(help=help_text, metavar=name.upper(), show_default=False)
+        param: Any = typer.Argument(help=help_text, metavar=name.upper(), show_default=False, **extra)
     else:
         flag = option_name(name)
         if base is bool:
             flag = f"{flag}/--no-{name.replace('_', '-')}" if default is True else flag
         names = [flag] + ([spec.short[name]] if name in spec.short else [])
-        param = typer.Option(*names, help=help_text)
+        param = typer.Option(*names, help=help_text, **extra)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[annotation, param])
 
@@ -211,13 +233,16 @@ def common_parameters(spec: ToolSpec) -> list[inspect.Parameter]:
         params.append(inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
             Path | None, typer.Option("--output", "-o", help="Also write the whole result (JSON, however large) "
                                                              "to this file.")]))
+    if spec.wide:
+        params.append(inspect.Parameter("wide", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option("--wide", help="Full ids in tables (a narrow terminal shows them shortened).")]))
     if spec.name == "pools_watch":
         params.append(inspect.Parameter("refresh", inspect.Parameter.KEYWORD_ONLY, default=1.0, annotation=Annotated[
             float, typer.Option("--refresh", "-r", min=0.1, help="Seconds between refreshes.")]))
     return params
 
 
-COMMON = {"format", "url", "token", "refresh", "output"}
+COMMON = {"format", "url", "token", "refresh", "output", "wide"}
 
 
 def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +267,8 @@ def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
             loc = [str(p) for p in err["loc"]]
             head = (loc[0].upper() if loc[0] in spec.positional else option_name(loc[0])) if loc else ""
             where = head + ("." + ".".join(loc[1:]) if len(loc) > 1 else "")
-            msg = err["msg"].removeprefix("Value error, ")
+            info = spec.input_model.model_fields.get(loc[0]) if loc else None
+            msg = words(spec, explain(dict(err), info.description if info else None))
             problems.append(f"{where}: {msg}" if where else msg)
         raise CliError("; ".join(problems), EXIT_USAGE) from exc
     return model.model_dump(mode="json", include=set(args))
@@ -271,14 +297,14 @@ def make_command(spec: ToolSpec) -> Any:
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__name__ = spec.command.replace("-", "_").replace(" ", "_")
-    command.__doc__ = spec.description
+    command.__doc__ = words(spec, spec.cli_description or spec.description)
     return command
 
 
 def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, values: dict[str, Any]) -> int:
     from cli_render import Renderer
 
-    renderer = Renderer("table" if fmt == "progress" else fmt)
+    renderer = Renderer("table" if fmt == "progress" else fmt, wide=bool(values.get("wide")))
     if target.mode == "embedded":
         if spec.name == "pools_execute" and args.get("wait") is False:
             raise CliError("--no-wait needs a running server: the task would stop when this command exits. "
@@ -300,7 +326,7 @@ def run_command(spec: ToolSpec, args: dict[str, Any], fmt: str, target: Target, 
         code = result.code or "error"
         if fmt == "json":
             renderer.json({"error": result.error or {"code": code, "message": result.message, "field": None}})
-        typer.echo(f"Error: {result.message}", err=True)
+        typer.echo(f"Error: {words(spec, result.message)}", err=True)
         return EXIT_USAGE if code in USAGE_ERRORS else EXIT_FAILED
     renderer.render(spec.name, result.data)
     if values.get("output") is not None and spec.result_at is not None:
@@ -392,7 +418,7 @@ def register_commands() -> None:
                                             help=GROUP_HELP.get(group, f"{group} commands."))
                 pools_app.add_typer(groups[group], name=group)
             target = groups[group]
-        target.command(name=name, help=spec.description)(make_command(spec))
+        target.command(name=name, help=words(spec, spec.cli_description or spec.description))(make_command(spec))
 
 
 register_commands()
@@ -490,8 +516,9 @@ def root(version: Annotated[bool, typer.Option("--version", callback=version_cal
 
 
 def main() -> None:
-    # Typer's own usage errors exit 2, as ours do.
-    app()
+    # Typer's own usage errors exit 2, as ours do. One program name however it is started
+    # (`python cli.py` too): usage lines and shell completion say `mahavishnu`.
+    app(prog_name="mahavishnu")
 
 
 if __name__ == "__main__":

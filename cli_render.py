@@ -45,6 +45,13 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} MB"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+NARROW = 120  # columns below which tables shorten ids (unless --wide)
+
+
 def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("-" * (len(h) + 2) for h in headers) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -54,12 +61,20 @@ def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
 class Renderer:
     """Print one tool result in one format."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, wide: bool = False) -> None:
         from rich.console import Console
 
         self.fmt = fmt
         self.console = Console(highlight=False)
         self.out: Callable[..., None] = self.console.print
+        self.wide = wide or fmt != "table" or self.console.width >= NARROW
+
+    def pid(self, pool_id: str) -> str:
+        """A pool id as a table shows it: whole, or its first hex digits on a narrow terminal."""
+        return pool_id if self.wide or len(pool_id) <= 10 else pool_id[:9] + "…"
+
+    def tid(self, task_id: str) -> str:
+        return task_id if self.wide or len(task_id) <= 14 else task_id[:13] + "…"
 
     def json(self, data: Any) -> None:
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -81,7 +96,7 @@ class Renderer:
         for h in heads:
             table.add_column(h, justify="right" if h in ("Workers", "Completed", "Failed", "Queue") else "left")
         for p in pools:
-            row = [p["pool_id"], p["name"], p["pool_type"], icon(p["status"]), str(p["workers"])]
+            row = [self.pid(p["pool_id"]), esc(p["name"]), p["pool_type"], icon(p["status"]), str(p["workers"])]
             if columns == "list":
                 row.append(f"{p['min_workers']}-{p['max_workers']}")
             else:
@@ -149,7 +164,7 @@ class Renderer:
         self.text([f"✓ Pool closed: {data['pool_id']} ({data['name']})"])
 
     def pools_scale(self, data: dict[str, Any]) -> None:
-        self.text([f"✓ Pool {data['name']} scaled: {data['workers']} workers "
+        self.text([f"✓ Pool {data['name']} scaled: {plural(data['workers'], 'worker')} "
                    f"({data['min_workers']}-{data['max_workers']})"])
 
     # -- tasks ----------------------------------------------------------------------------
@@ -175,7 +190,7 @@ class Renderer:
 
     def pools_distribute(self, d: dict[str, Any]) -> None:
         ok = d["failed"] == 0
-        lines = [f"Distributing task across {len(d['pools'])} pools...", f"  Strategy: {d['strategy']}",
+        lines = [f"Distributing task across {plural(len(d['pools']), 'pool')}...", f"  Strategy: {d['strategy']}",
                  f"{'✓' if ok else '✗'} Distribution {'completed' if ok else 'finished with failures'}",
                  f"  Total: {d['total']}", f"  Successful: {d['successful']}", f"  Failed: {d['failed']}"]
         if d.get("retried"):
@@ -229,19 +244,32 @@ class Renderer:
                 self.out(escape(line))
 
     def pools_tasks(self, data: dict[str, Any]) -> None:
-        rows = [[t["task_id"], t["task_type"], t["pool_id"], t["state"], _when(t.get("created_at")),
-                 _secs(t.get("duration_s")), (t.get("summary") or "")[:60]] for t in data["tasks"]]
+        rows = [[self.tid(t["task_id"]), t["task_type"], self.pid(t["pool_id"]), t["state"],
+                 _when(t.get("created_at")), _secs(t.get("duration_s")), (t.get("summary") or "")[:60]]
+                for t in data["tasks"]]
         heads = ["Task ID", "Type", "Pool", "Status", "Created", "Duration", "Summary"]
         if self.fmt == "markdown":
             print("## Tasks\n\n" + _md_table(heads, rows))
             return
         from rich.table import Table
 
+        if not self.wide:  # a narrow terminal: one line a task; --wide shows the creation time too
+            heads.remove("Created")
+            rows = [row[:4] + row[5:] for row in rows]
         table = Table(title="Tasks")
-        for h in heads:
-            table.add_column(h, overflow="fold")
         for row in rows:
             row[3] = f"{TASK_ICONS.get(row[3], '?')} {row[3]}"
+        fits = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(heads)]
+        for i, h in enumerate(heads):
+            # Narrow: one line a task, only the summary gives way (whole in `pools task ID`); --wide: all, folded.
+            if self.wide:
+                table.add_column(h, overflow="fold")
+            elif h == "Summary":
+                room = self.console.width - sum(fits[:i]) - 3 * len(heads) - 1
+                table.add_column(h, overflow="ellipsis", no_wrap=True, max_width=max(8, room))
+            else:
+                table.add_column(h, no_wrap=True, min_width=fits[i])
+        for row in rows:
             table.add_row(*(esc(c) for c in row))
         self.out(table)
 
@@ -279,8 +307,8 @@ class Renderer:
                  "Pool Status:"]
         for p in h["pools"]:
             why = f" ({esc(p['reason'])})" if p.get("reason") else ""
-            lines.append(f"  {icon(p['status'], not md)} {p['pool_id']} ({p['name']}): {p['workers']} workers"
-                         f"{why}")
+            lines.append(f"  {icon(p['status'], not md)} {self.pid(p['pool_id'])} ({esc(p['name'])}): "
+                         f"{plural(p['workers'], 'worker')}{why}")
         if not h["pools"]:
             lines.append("  (no pools)")
         self.text(lines)
@@ -293,7 +321,7 @@ class Renderer:
             table.add_column(h, justify="right" if h in ("Workers", "Completed", "Failed", "Queue") else "left")
         for p in snap["pools"]:
             m = p["metrics"]
-            table.add_row(p["pool_id"], p["name"], p["pool_type"], icon(p["status"]), str(p["workers"]),
+            table.add_row(self.pid(p["pool_id"]), esc(p["name"]), p["pool_type"], icon(p["status"]), str(p["workers"]),
                           str(m["tasks_completed"]), str(m["tasks_failed"]), str(m["queue_size"]))
         return table
 
@@ -322,13 +350,15 @@ class Renderer:
         ok = not r.get("error")
         lines = [f"{'✓' if ok else '✗'} Memory sync to {esc(r['endpoint'])}"
                  + (f" ({r['method']})" if r.get("method") else ""),
-                 f"  Pushed: {r['pushed']} in {r['batches']} batch(es)", f"  Remaining: {r['remaining']}"]
+                 f"  Pushed: {r['pushed']} in {plural(r['batches'], 'batch', 'batches')}",
+                 f"  Remaining: {r['remaining']}"]
         if r.get("error"):
             lines.append(f"  Error: {esc(r['error'])}")
         self.text(lines if self.fmt != "markdown" else [f"{line}  " for line in lines])
 
     def pools_memory_search(self, r: dict[str, Any]) -> None:
-        rows = [[h["source"], h.get("task_id") or "-", h.get("state") or "-", h["text"][:100]] for h in r["results"]]
+        rows = [[h["source"], self.tid(h["task_id"]) if h.get("task_id") else "-", h.get("state") or "-",
+                 h["text"][:100]] for h in r["results"]]
         heads = ["Source", "Task", "Status", "Memory"]
         down = ", ".join(r["unreachable"])
         if self.fmt == "markdown":

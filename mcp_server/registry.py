@@ -28,6 +28,8 @@ class ToolSpec:
     # Where the answer holds a `result` (and `result_link` when it was too large to inline): the CLI
     # offers --output FILE for it. None: the tool returns no task result.
     result_at: tuple[str, ...] | None = None
+    cli_description: str | None = None  # the command's help where the tool's description fits no terminal
+    wide: bool = False  # a table with ids: short ids on a narrow terminal unless --wide
 
     @property
     def output_model(self) -> type[BaseModel]:
@@ -45,7 +47,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         "pools_list", "list", "List pools",
         "List registered pools with their type, status, worker count and range, and task metrics. "
         "Filter with active_only (running pools) and by_type.",
-        s.ListInput, s.PoolList, read_only=True, idempotent=True),
+        s.ListInput, s.PoolList, read_only=True, idempotent=True, wide=True),
     ToolSpec(
         "pools_get", "get", "Get one pool",
         "Details of one pool by name or id: configuration, status (and why, when not running), workers "
@@ -60,7 +62,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         short={"name": "-n", "type": "-t", "max_workers": "-w", "min_workers": "-m", "region": "-r"}),
     ToolSpec(
         "pools_execute", "execute", "Execute a task",
-        "Run one task ({task_type, payload}) on a pool and wait for its result up to timeout seconds, "
+        "Run one task (a task type and its payload) on a pool and wait for its result up to `timeout` seconds, "
         "sending progress notifications meanwhile. The task is detached from this call: if the call is "
         "cancelled or times out the task keeps running; read it later with pools_task. wait=false returns "
         "the task id at once. See pools_task_types for the types and their payloads.",
@@ -86,7 +88,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         "pools_tasks", "tasks", "List tasks",
         "Recent tasks, newest first, optionally only one pool's, one state's or one type's. Use it to find "
         "a task whose execute call you gave up on.",
-        s.TasksInput, s.TaskList, read_only=True, idempotent=True, short={"pool": "-p"}),
+        s.TasksInput, s.TaskList, read_only=True, idempotent=True, short={"pool": "-p"}, wide=True),
     ToolSpec(
         "pools_cancel", "cancel", "Cancel a task",
         "Stop a task. A queued task is dropped; a running one has its worker killed and replaced. Fails "
@@ -101,12 +103,16 @@ TOOLS: tuple[ToolSpec, ...] = (
         "pools_health", "health", "Pool health",
         "Health of one pool or all: overall status (healthy, degraded, unhealthy), and per pool whether it "
         "is healthy, its workers, queue and the reason when it is not.",
-        s.HealthInput, s.HealthReport, read_only=True, idempotent=True, short={"pool": "-p", "all": "-a"}),
+        s.HealthInput, s.HealthReport, read_only=True, idempotent=True, short={"pool": "-p", "all": "-a"},
+        wide=True),
     ToolSpec(
         "pools_watch", "watch", "Monitoring snapshot",
         "One monitoring snapshot of all pools (status, workers, tasks completed and failed, queue) plus "
         "totals. Call it repeatedly for a live view; the CLI's `pools watch` does.",
-        s.WatchInput, s.WatchSnapshot, read_only=True, idempotent=True),
+        s.WatchInput, s.WatchSnapshot, read_only=True, idempotent=True, wide=True,
+        cli_description="A live table of every pool (status, workers, tasks completed and failed, queue), "
+                        "refreshed every --refresh seconds until Ctrl-C; it needs a running server "
+                        "(`mahavishnu serve`). -f json or -f markdown prints one snapshot."),
     ToolSpec(
         "pools_rebalance", "rebalance", "Rebalance pools",
         "Move queued tasks from pools with more work than capacity to healthy pools with free capacity, then "
@@ -128,7 +134,8 @@ TOOLS: tuple[ToolSpec, ...] = (
         "pools_memory_search", "memory search", "Search pool memory",
         "Full-text search of task memory here and in every session-buddy pool, merged and labelled by source. "
         "Answers even when a peer is down, and names the sources that did not answer.",
-        s.MemorySearchInput, "pools.aggregator:SearchReport", read_only=True, idempotent=True, positional=("query",)),
+        s.MemorySearchInput, "pools.aggregator:SearchReport", read_only=True, idempotent=True, positional=("query",),
+        wide=True),
     ToolSpec(
         "pools_close", "close", "Close a pool",
         "Stop a pool's workers and unregister it. Its queued and running tasks end cancelled; its task "

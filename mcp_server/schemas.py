@@ -63,17 +63,17 @@ class ExecuteInput(Input):
     payload: dict[str, Any] = Field(default_factory=dict, description="Task payload (a JSON object).")
     pool: str | None = Field(default=None, description=POOL_REF + " Defaults to the pool named 'default' "
                                                              "unless auto_route is set.")
-    auto_route: bool = Field(default=False, description="Choose the pool by strategy among healthy pools that "
-                                                        "accept the task type (instead of pool).")
+    auto_route: bool = Field(default=False, description="Choose the pool by `strategy` among healthy pools "
+                                                        "that accept the task type (instead of `pool`).")
     strategy: RoutingStrategy = Field(default=RoutingStrategy.LEAST_LOADED,
                                       description="With auto_route: least_loaded (in-flight tasks relative to "
                                                   "capacity), round_robin, random or affinity.")
-    affinity_key: str | None = Field(default=None, description="With strategy affinity: tasks with the same key "
+    affinity_key: str | None = Field(default=None, description="With `strategy` affinity: tasks with the same key "
                                                                "go to the same pool while it is healthy.")
     timeout: float = Field(default=300.0, gt=0, le=7 * 24 * 3600,
                            description="Seconds the task may run before it is killed (timed_out). The call "
                                        "waits at most this long; the task stays queryable by id either way.")
-    wait: bool = Field(default=True, description="Wait for the result; false returns the task id at once.")
+    wait: bool = Field(default=True, description="Wait for the result; wait=false returns the task id at once.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts when a worker dies mid-task.")
 
 
@@ -105,9 +105,10 @@ class RebalanceInput(Input):
 
 
 class DiscoverInput(Input):
-    from_ecosystem: bool = Field(default=False, description="Read candidates from the ecosystem file (settings "
-                                                            "ecosystem_file, default $MAHAVISHNU_HOME/ecosystem.yaml);"
-                                                            " otherwise probe the local default peer.")
+    from_ecosystem: bool = Field(default=False, description="Read candidates from an ecosystem file: "
+                                                            "`ecosystem_file` if given, else the one in settings "
+                                                            "(default $MAHAVISHNU_HOME/ecosystem.yaml); it must exist."
+                                                            " Otherwise probe the local default peer.")
     auto_register: bool = Field(default=False, description="Register the healthy candidates that are new.")
     ecosystem_file: str | None = Field(default=None, description="Path of another ecosystem file to read.")
 

@@ -42,9 +42,9 @@ async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress)
     routing = None
     if inp.auto_route:
         if inp.pool:
-            raise InvalidInput("give either pool or auto_route, not both", field="auto_route")
+            raise InvalidInput("give either `pool` or `auto_route`, not both", field="auto_route")
         if inp.strategy is RoutingStrategy.AFFINITY and not inp.affinity_key:
-            raise InvalidInput("strategy affinity needs affinity_key", field="affinity_key")
+            raise InvalidInput("`strategy` affinity needs `affinity_key`", field="affinity_key")
         routing = m.route(inp.task_type, inp.strategy, inp.affinity_key)
         pool = m.resolve(routing.pool_id)
     else:
@@ -52,8 +52,8 @@ async def pools_execute(m: PoolManager, inp: s.ExecuteInput, progress: Progress)
             pool = m.resolve(inp.pool or "default")
         except PoolNotFound as exc:
             if inp.pool is None:
-                raise PoolNotFound("no pool given and there is no pool named 'default'; pass pool (--pool NAME) "
-                                   "or auto_route; `mahavishnu pools list` shows the pools", field="pool") from exc
+                raise PoolNotFound("no pool given and there is no pool named 'default'; pass `pool` or `auto_route`; "
+                                   "`mahavishnu pools list` shows the pools", field="pool") from exc
             raise
     # A waiting call shows the id only at the end: one commit then (m.wait) instead of two.
     record = await m.submit(pool.pool_id, inp.task_type, inp.payload,

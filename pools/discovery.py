@@ -129,12 +129,15 @@ async def discover(manager: Any, ecosystem_file: Path | None, use_file: bool, au
     from pools.models import PoolConfig, PoolType
 
     path = ecosystem_file or manager.settings.ecosystem_file or manager.settings.home / "ecosystem.yaml"
-    if use_file and path.exists():
+    if use_file and not path.exists():  # asked for the file: probing something else instead would mislead
+        raise InvalidInput(f"no ecosystem file at {path}; write one (see the README's 'Peers, discovery and "
+                           "memory'), name another with `ecosystem_file`, or leave out `from_ecosystem` to probe "
+                           f"the local default peer {DEFAULT_PEER}", field="ecosystem_file")
+    if use_file:
         ecosystem, source = load_ecosystem(path), str(path)
     else:
-        why = f"{path} not found; " if use_file else ""
         ecosystem, source = Ecosystem(peers=[PeerEntry(name="session-buddy", endpoint=DEFAULT_PEER)]), \
-            f"{why}default local peer {DEFAULT_PEER}"
+            f"default local peer {DEFAULT_PEER}"
     existing = {p.endpoint: p for p in manager.list_pools() if p.endpoint}
     names = {p.name for p in manager.list_pools()}
     found: list[Discovered] = []

@@ -67,7 +67,8 @@ class Distribution:
         started = time.monotonic()
         ok, skipped = eligible(self.m.candidates(self.task_type, self.pool_type))
         if not ok:
-            raise no_candidates_error(self.task_type, skipped)
+            raise no_candidates_error(self.task_type, skipped, self.pool_type,
+                                      len(self.m.candidates(None)) if self.pool_type else 0)
         ok.sort(key=lambda c: c.pool_id)
         if self.strategy is DistributionStrategy.BROADCAST:
             plan: list[tuple[dict[str, Any], Candidate | None]] = [(self.payload, c) for c in ok]

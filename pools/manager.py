@@ -420,8 +420,8 @@ class PoolManager:
         pool = self.resolve(ref)
         c = pool.config
         if not c.min_workers <= target <= c.max_workers:
-            raise InvalidInput(f"target {target} is outside pool {c.name!r}'s range {c.min_workers}-"
-                               f"{c.max_workers}", field="target")
+            raise InvalidInput(f"target {target} is outside the range {c.min_workers}-{c.max_workers} of pool "
+                               f"{c.name!r}", field="target")
         await self._backend(pool).scale(target)
         return self.pool_info(pool, details=True)
 
@@ -675,7 +675,8 @@ class PoolManager:
                 await pool.backend.scale(target_workers, trigger="rebalance")
                 resized.append(Resize(pool=c.name, from_workers=before, to_workers=target_workers))
         self.store.commit()
-        message = (f"moved {len(moves)} queued task(s), resized {len(resized)} pool(s)"
+        message = (f"moved {len(moves)} queued task{'' if len(moves) == 1 else 's'}, resized {len(resized)} "
+                   f"pool{'' if len(resized) == 1 else 's'}"
                    if moves or resized else "already balanced: nothing to move or resize")
         return RebalanceReport(strategy=strategy, moved=moves, resized=resized, message=message)
 

@@ -120,7 +120,7 @@ class PoolConfig(Model):
         if self.min_workers > self.max_workers:
             raise ValueError(f"min_workers ({self.min_workers}) is larger than max_workers ({self.max_workers})")
         if self.type is PoolType.SESSION_BUDDY and not self.endpoint:
-            raise ValueError("a session-buddy pool needs endpoint (e.g. http://localhost:8678/mcp)")
+            raise ValueError("a session-buddy pool needs `endpoint` (e.g. http://localhost:8678/mcp)")
         if self.endpoint and not re.match(r"^https?://", self.endpoint):
             raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
         return self

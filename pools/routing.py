@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pools.errors import PoolUnavailable
-from pools.models import PoolStatus, RouteDecision, RoutingStrategy, SkippedPool
+from pools.models import PoolStatus, PoolType, RouteDecision, RoutingStrategy, SkippedPool
 
 HEALTHY = (PoolStatus.RUNNING, PoolStatus.SCALING)
 
@@ -51,7 +51,13 @@ def eligible(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[Ski
     return ok, skipped
 
 
-def no_candidates_error(task_type: str, skipped: list[SkippedPool]) -> PoolUnavailable:
+def no_candidates_error(task_type: str, skipped: list[SkippedPool], pool_type: PoolType | None = None,
+                        others: int = 0) -> PoolUnavailable:
+    if not skipped and pool_type is not None:
+        rest = f", only {others} pool{'' if others == 1 else 's'} of other types" if others else ""
+        return PoolUnavailable(f"there are no {pool_type.value} pools (`pool_filter` {pool_type.value}){rest}; "
+                               f"register one with `mahavishnu pools register --type {pool_type.value}`",
+                               field="pool_filter")
     if not skipped:
         return PoolUnavailable("there are no pools; register one with `mahavishnu pools register`", field="pool")
     detail = "; ".join(f"{s.name} ({s.pool_id}): {s.reason}" for s in skipped)

@@ -33,7 +33,7 @@ def test_exit_codes_and_messages(home: Path, tmp_path: Path) -> None:
     bad_json = run_cli(home, "pools", "execute", "-t", "analyze", "--payload", "{nope")
     assert bad_json.returncode == 2 and "--payload is not valid JSON" in bad_json.stderr
     bad_range = run_cli(home, "pools", "register", "-n", "x", "-m", "5", "-w", "2")
-    assert bad_range.returncode == 2 and "min_workers (5) is larger than max_workers (2)" in bad_range.stderr
+    assert bad_range.returncode == 2 and "--min-workers (5) is larger than --max-workers (2)" in bad_range.stderr
     no_pool = run_cli(home, "pools", "get", "ghost")
     assert no_pool.returncode == 2 and "`mahavishnu pools list` shows the pools" in no_pool.stderr
     unknown = run_cli(home, "pools", "execute", "-t", "compute", "--payload", "{}")

@@ -71,7 +71,7 @@ def test_options_are_the_input_model(group: TyperGroup, spec: cli.ToolSpec) -> N
             info = spec.input_model.model_fields[p.name]
             assert p.required == info.is_required() or p.name in spec.positional, p.name
             if isinstance(p, TyperOption):
-                assert (info.description or "") in (p.help or ""), p.name
+                assert cli.words(spec, info.description or "") in (p.help or ""), p.name
     assert [p.name for p in command.params if isinstance(p, TyperArgument)] == list(spec.positional)
 
 
