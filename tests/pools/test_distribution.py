@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pools.errors import PoolUnavailable
 from pools.manager import PoolManager
 from pools.models import DistributionStrategy, PoolConfig, PoolType, TaskState
 from tests.conftest import make_settings
@@ -83,8 +84,10 @@ async def test_pool_filter_limits_the_pools(manager: PoolManager) -> None:
     out = await manager.distribute("echo", {"items": [1, 2]}, DistributionStrategy.BROADCAST,
                                    pool_type=PoolType.MAHAVISHNU)
     assert out.total == 1
-    with pytest.raises(Exception, match="there are no pools"):
+    with pytest.raises(PoolUnavailable, match=r"there are no kubernetes pools \(`pool_filter` kubernetes\), only 1 "
+                                              "pool of other types") as refused:
         await manager.distribute("echo", {"items": [1]}, pool_type=PoolType.KUBERNETES)
+    assert refused.value.field == "pool_filter"
 
 
 async def test_a_pool_killed_mid_distribution_has_its_shards_retried_elsewhere(gated: PoolManager,
