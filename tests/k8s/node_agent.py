@@ -12,7 +12,8 @@ seen from the API server:
 - a container is its command+args, run through launch.py with the kubelet's environment:
   envFrom, env (value with $(VAR) expansion and $$ escaping, fieldRef, resourceFieldRef,
   secretKeyRef, configMapKeyRef), then command and args expanded over the whole environment;
-  the "image" is this machine, and its environment is the agent's PATH/LANG/HOME/PYTHONPATH;
+  the "image" is this machine: its environment is the agent's PATH/LANG/HOME/PYTHONPATH and
+  its working directory is /;
 - Secret, ConfigMap, downwardAPI, projected (incl. the service-account token) and emptyDir
   volumes are directories under the pod's directory, bind-mounted at each mountPath in the
   container's own mount namespace (a missing mount point is created and removed afterwards);
@@ -246,7 +247,7 @@ class PodWorker(threading.Thread):
             return
         c.log_dir.mkdir(parents=True, exist_ok=True)
         mounts = self.mounts_for(c)
-        spec = {"argv": argv, "env": env, "cwd": c.spec.get("workingDir") or str(self.dir), "mounts": mounts,
+        spec = {"argv": argv, "env": env, "cwd": c.spec.get("workingDir") or "/", "mounts": mounts,
                 "uid": uid, "gid": gid, "groups": self.groups()}
         spec_r, spec_w = os.pipe()
         err_r, err_w = os.pipe()
