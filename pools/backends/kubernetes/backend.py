@@ -34,6 +34,7 @@ from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 from pools.task_types.stdlib_runs import STDLIB_RUNS
 
 STDLIB_TYPES = set(STDLIB_RUNS)
+POD_LAG = 2.0  # how long a Job's verdict waits for its pod's end to arrive on the Pods watch
 
 
 @dataclass
@@ -49,7 +50,9 @@ class _Run:
     failures: int = 0  # failed pods so far, counted by the Job controller (once per pod)
     logs: dict[str, asyncio.Task[str | None]] = field(default_factory=dict)  # pod -> its log, read once
     pods: dict[str, Any] = field(default_factory=dict)  # the last state of each pod, kept after it is gone
-    finishing: bool = False
+    finishing: bool = False  # ended: nothing more is reported for it
+    settling: bool = False  # its verdict is in; its pods' logs are being read
+    pod_ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def worker(self) -> str:
@@ -466,7 +469,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
     # -- what the informers report ------------------------------------------------------------
     def _on_job(self, kind: str, obj: Any) -> None:
         name = obj.metadata.name
-        runs = [r for r in self._members(name) if not r.finishing]
+        runs = [r for r in self._members(name) if not r.finishing and not r.settling]
         if kind == "DELETED":
             self._deleting.discard(name)
             self._by_job.pop(name, None)
@@ -536,6 +539,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
             return
         if jobs.phase(pod) in ("Succeeded", "Failed") and name not in run.logs:
             run.logs[name] = self._spawn(self._read_log(name))
+            run.pod_ended.set()
 
     async def _read_log(self, pod: str) -> str | None:
         k = await self._connect()
@@ -548,17 +552,21 @@ class KubernetesBackend(JobQueue, PoolBackend):
     async def _settle(self, run: _Run, verdict: jobs.Outcome | None, deleted: bool = False) -> None:
         """The Job (or the task's index of it) has its verdict, or is gone: read what its pods left
         and end the task."""
-        if run.finishing:
+        if run.finishing or run.settling:
             return
-        run.finishing = True  # no second verdict while the logs are read
+        run.settling = True  # no second verdict while the logs are read
         wanted = "Succeeded" if verdict is None or verdict.succeeded else "Failed"
         if verdict is not None and not any(jobs.phase(p) == wanted for p in run.pods.values()):
-            await self._catch_up(run)  # the Pods watch may lag behind the Jobs watch
+            # The two watches are not ordered: the pod's end is usually a moment behind its Job's.
+            # Read it from the Pods watch when it comes; list the pods only if it does not.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.pod_ended.wait(), timeout=POD_LAG)
+            if not any(jobs.phase(p) == wanted for p in run.pods.values()):
+                await self._catch_up(run)
         logs = {name: await task for name, task in list(run.logs.items())}
         pods = sorted(run.pods.values(), key=lambda p: p.metadata.creation_timestamp or 0)
         succeeded = [p for p in pods if jobs.phase(p) == "Succeeded"]
         failed = [p for p in pods if jobs.phase(p) == "Failed"]
-        run.finishing = False
         if verdict is None or verdict.succeeded:
             for pod in reversed(succeeded):
                 result = jobs.result_line(logs.get(pod.metadata.name) or "")
@@ -618,7 +626,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
             await asyncio.sleep(self._poll)
             now = time.monotonic()
             for run in list(self._runs.values()):
-                if run.finishing or not run.launched or now - run.created <= self._pending_timeout:
+                if run.finishing or run.settling or not run.launched or now - run.created <= self._pending_timeout:
                     continue
                 pods = [p for p in run.pods.values() if jobs.job_of(p) == run.name]
                 if any(jobs.phase(p) != "Pending" for p in pods):
