@@ -102,7 +102,8 @@ async def test_a_task_runs_as_a_job(manager: PoolManager, kube: FakeKube) -> Non
                                                                                             "task"}
     pod_spec = spec["template"]["spec"]
     container = pod_spec["containers"][0]
-    assert container["image"] == "python:3.13-slim" and container["command"][:2] == ["python", "-c"]
+    assert container["image"] == "python:3.13-slim"
+    assert container["command"] == ["python", "/var/run/mahavishnu/task/runner.py"]  # from the Secret
     assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}}
     assert restricted_violations(pod_spec) == [] and container["securityContext"]["readOnlyRootFilesystem"]
     assert not any("payload" in e.get("value", "") or "items" in e.get("value", "") for e in container["env"])
@@ -309,7 +310,7 @@ async def test_a_payload_over_the_limit_is_refused_naming_the_field(manager: Poo
     await manager.register(cluster(kube))
     with pytest.raises(InvalidInput) as info:
         await manager.submit("k8s", "echo", {"items": ["y" * (1100 << 10)]})
-    assert info.value.field == "payload" and "at most 1,048,576" in info.value.message
+    assert info.value.field == "payload" and "at most 1,000,000" in info.value.message
 
 
 @fake_only

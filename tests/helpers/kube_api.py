@@ -16,7 +16,7 @@ merge patch and server-side apply. What a real cluster does and this server does
   from it; `ttlSecondsAfterFinished` deletes the Job (then it reads 404);
 - a kubelet: each container runs as a local process; env values get `$(VAR)` expansion and `$$`
   escaping; an env var over 128 KiB cannot be exec'd (E2BIG: StartError); Secret volumes and
-  emptyDirs are directories, their mountPaths rewritten in env values; a missing Secret keeps the
+  emptyDirs are directories, their mountPaths rewritten in env values and argv; a missing Secret keeps the
   pod ContainerCreating; deletion sends SIGTERM, then SIGKILL after the grace period;
 - admission: a bearer `token` (401), RBAC rules per token (403 with the API's message),
   forbidden namespaces (403), Pod Security `restricted` in namespaces labelled for it (the Job
@@ -816,12 +816,8 @@ class FakeKube:
                         "message": f'secret "{entry["valueFrom"]["secretKeyRef"]["name"]}" not found'}})
                     self.touch("pods", pod)
                 return
-            for mount_path, host in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                if value == mount_path or value.startswith(mount_path + "/"):
-                    value = host + value[len(mount_path):]
-                    break
-            env[entry["name"]] = value
-        argv = [expand(a, env) for a in container.get("command", []) + container.get("args", [])]
+            env[entry["name"]] = self.rehome(value, mounts)
+        argv = [self.rehome(expand(a, env), mounts) for a in container.get("command", []) + container.get("args", [])]
         if port is not None:  # a replica of a Deployment: its own free port instead of the containerPort
             argv = [str(port) if a == str(container["ports"][0]["containerPort"]) else a for a in argv]
         too_long = [n for n, v in env.items() if len(n) + 1 + len(v) + 1 > MAX_ARG]
@@ -879,6 +875,15 @@ class FakeKube:
                 "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error",
                 "startedAt": pod["status"].get("startTime"), "finishedAt": now()}})
             self.touch("pods", pod)
+
+    @staticmethod
+    def rehome(value: str, mounts: dict[str, str]) -> str:
+        """A path under a volume's mountPath, as this process sees it (the volume is a directory
+        here, not a mount in a container's filesystem)."""
+        for mount_path, host in sorted(mounts.items(), key=lambda m: -len(m[0])):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return host + value[len(mount_path):]
+        return value
 
     def _pod_deadline(self, namespace: str, pod_name: str) -> None:
         with self.lock:

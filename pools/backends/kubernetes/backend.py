@@ -257,8 +257,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
         size = len(self._document(job))
         if size > manifests.MAX_TASK_BYTES:
             raise InvalidInput(f"the task is {size:,} bytes as JSON; a Kubernetes pool takes at most "
-                               f"{manifests.MAX_TASK_BYTES:,} (it travels in a Secret, which holds 1 MiB)",
-                               field="payload")
+                               f"{manifests.MAX_TASK_BYTES:,} (it travels in a Secret, which holds 1 MiB with "
+                               "the runner)", field="payload")
         JobQueue.submit(self, job)
 
     def _document(self, job: Job) -> bytes:
@@ -310,11 +310,15 @@ class KubernetesBackend(JobQueue, PoolBackend):
             batch = [job]
             if job.group is not None:  # the shards of one distribution that are here now: one Indexed Job
                 room = self._limit - self._in_flight() - 1
+                size = len(self._document(job))
                 for other in list(self._queue):
                     if len(batch) > room:
                         break
                     if other.group == job.group and (other.task_type, other.timeout, other.retries) == \
                             (job.task_type, job.timeout, job.retries):
+                        size += len(self._document(other))
+                        if size > manifests.MAX_TASK_BYTES:  # their Secret must hold them all
+                            break
                         self._queue.remove(other)
                         batch.append(other)
             self._launching += len(batch)

@@ -34,9 +34,11 @@ INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 SIGTERM_EXIT = 143  # the runner stopped by SIGTERM: its pod was deleted (a cancelled shard) or evicted
 SCRATCH = "/tmp"  # an emptyDir: the root filesystem is read-only
 WARM_PORT = 8678
-# A Secret holds at most 1 MiB of data (the API server refuses more); the task's JSON, with its
-# type and context around the payload, must fit.
-MAX_TASK_BYTES = 1 << 20
+RUNNER_FILE = "runner.py"
+# A Secret holds at most 1 MiB of data (the API server refuses more): the runner (~5 KB) and the
+# task's JSON (type and context around the payload) must fit; so must the shards of an Indexed Job.
+SECRET_BYTES = 1 << 20
+MAX_TASK_BYTES = 1_000_000
 NOBODY = 65534  # runAsNonRoot needs a numeric user; stock images run as root otherwise
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
 
@@ -109,9 +111,11 @@ def task_document(task_id: str, task_type: str, type_ref: str, payload: dict[str
 def payload_secret(name: str, meta_labels: dict[str, str], documents: list[bytes]) -> dict[str, Any]:
     """The task travels as a file, never through env or argv: the kubelet expands `$(VAR)` and `$$`
     in env values and argv, and one env var over 128 KiB cannot be exec'd (E2BIG). The shards of
-    an Indexed Job are one file each."""
+    an Indexed Job are one file each. The runner's source is a file beside them, so the Job and
+    its pods stay small (every watch event carries them whole)."""
     files = {TASK_FILE: documents[0]} if len(documents) == 1 else \
         {SHARD_FILE.format(index=i): doc for i, doc in enumerate(documents)}
+    files[RUNNER_FILE] = RUNNER.encode()
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "labels": meta_labels},
             "data": {k: base64.b64encode(v).decode() for k, v in files.items()}}
@@ -154,7 +158,8 @@ def task_job(config: PoolConfig, pool_id: str, name: str, task_ids: list[str], a
         "enableServiceLinks": False,
         "securityContext": pod_security(),
         "containers": [{
-            "name": "task", "image": config.container_image, "command": ["python", "-c", RUNNER], "env": env,
+            "name": "task", "image": config.container_image, "command": ["python", f"{TASK_DIR}/{RUNNER_FILE}"],
+            "env": env,
             "resources": resources(config), "securityContext": container_security(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "task", "mountPath": TASK_DIR, "readOnly": True},
