@@ -40,8 +40,8 @@ def tools_markdown() -> str:
            "type, a value out of range, a pattern not matched, a missing field or an unknown key "
            "(`additionalProperties: false`) all come back as `invalid_input` naming the field. Codes: "
            "invalid_input, unknown_task_type, task_type_disabled, pool_not_found, task_not_found, conflict, "
-           "pool_unavailable, store_busy, unknown_tool, internal_error. The CLI exits 2 for input errors, 1 for "
-           "failures, 3 when the server is unreachable.", "",
+           "pool_unavailable, store_busy, store_failure, unknown_tool, internal_error. The CLI exits 2 for input "
+           "errors, 1 for failures, 3 when the server is unreachable.", "",
            "```json",
            '{"isError": true, "content": [{"type": "text", "text": '
            '"{\\"error\\": {\\"code\\": \\"invalid_input\\", \\"message\\": \\"timeout: Input should be '

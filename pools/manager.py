@@ -425,10 +425,23 @@ class PoolManager:
         await self._backend(pool).scale(target)
         return self.pool_info(pool, details=True)
 
+    def _check_takes(self, pool: _Pool, backend: PoolBackend, task_type: str) -> None:
+        """Fail now, saying why, rather than queue a task that nothing will run."""
+        status, reason = backend.status()
+        if not status.accepts_work:
+            raise PoolUnavailable(f"pool {pool.config.name!r} is {status.value}" + (f" ({reason})" if reason else "")
+                                  + "; it takes no tasks: `mahavishnu pools health` shows every pool's state",
+                                  field="pool")
+        refusal = backend.accepts(task_type)
+        if refusal:
+            raise PoolUnavailable(f"pool {pool.config.name!r} cannot run task type {task_type!r}: {refusal}",
+                                  field="pool")
+
     def _backend(self, pool: _Pool) -> PoolBackend:
         if pool.backend is None:
-            raise PoolUnavailable(f"pool {pool.config.name!r} is not running"
-                                  + (f": {pool.failure}" if pool.failure else ""), field="pool")
+            state = f"failed ({pool.failure})" if pool.failure else "not started"
+            raise PoolUnavailable(f"pool {pool.config.name!r} is {state}; it takes no tasks: "
+                                  "`mahavishnu pools health` shows every pool's state", field="pool")
         return pool.backend
 
     # -- tasks ----------------------------------------------------------------------------
@@ -444,6 +457,7 @@ class PoolManager:
         backend = self._backend(pool)
         tt = self.task_types.get(task_type)
         clean = tt.validate_payload(payload)
+        self._check_takes(pool, backend, task_type)
         record = TaskRecord.model_construct(
             task_id=new_task_id(), pool_id=pool.pool_id, task_type=task_type, payload=clean,
             state=TaskState.QUEUED, worker_id=None, created_at=_now(), started_at=None, finished_at=None,

@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 
 from tests.helpers.census import orphans, zombies
-from tests.helpers.server import ROOT, cli_env, running_server, start_server, write_settings
+from tests.helpers.server import ROOT, cli_env, run_cli, running_server, start_server, write_settings
 from tests.helpers.waiting import gone, started_markers, wait_until_sync
 
 # How many times each kill-at-ack loop kills a server; the issue's own measurement used 20 and 10.
@@ -253,3 +253,28 @@ def test_no_zombies_or_orphans_after_churn(home: Path, tmp_path: Path) -> None:
         assert proc.wait(60) == 0
     finally:
         proc.kill()
+
+
+def test_a_busy_state_directory_names_its_owner(home: Path, tmp_path: Path) -> None:
+    """An embedded command finds another command owning the state directory: it says which
+    process, since when, and what to do, without waiting for it."""
+    write_settings(home, enabled=("echo", "python"))
+    gate = tmp_path / "gate"
+    first = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "pools", "execute", "-t", "python",
+                              "--payload", json.dumps({"target": "tests.helpers.tasks:wait_for_file",
+                                                       "args": [str(gate)]})],
+                             cwd=ROOT, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_sync(lambda: bool(started_markers(gate)), what="the first command's task to start")
+        second = run_cli(home, "pools", "list")
+        assert second.returncode == 3, second.stderr
+        since = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+        assert re.fullmatch(
+            rf"Error: another mahavishnu process \(pid {first.pid}, `\S+python\S* \S+cli.py pools execute -t python "
+            rf"--payload .*`, since {since}\) owns the state directory {re.escape(str(home))}; "
+            rf"wait for it to finish, stop it \(kill {first.pid}\), or set MAHAVISHNU_HOME to another directory\n",
+            second.stderr), second.stderr
+    finally:
+        gate.touch()
+        first.wait(60)
+    assert first.returncode == 0

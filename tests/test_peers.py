@@ -105,6 +105,9 @@ async def test_a_peer_killed_mid_run_then_restarted(tmp_path: Path, gate: Path) 
             await wait_until(lambda: m.get_pool("buddy").status is PoolStatus.FAILED, what="the pool to fail")
             assert "unreachable" in (m.get_pool("buddy").status_reason or "")
             assert m.route("echo").pool_name == "local"  # never routed to the failed peer
+            # asked for by name, the failed pool answers at once with its state and reason
+            with pytest.raises(PoolUnavailable, match=r"pool 'buddy' is failed \(peer unreachable"):
+                await m.execute("buddy", "echo", {"items": [1]}, wait=300)
         with peer(tmp_path / "p1", port):
             await wait_until(lambda: m.get_pool("buddy").status is PoolStatus.RUNNING, what="the peer to come back")
             again = await m.execute("buddy", "echo", {"items": [7]})

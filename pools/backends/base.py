@@ -151,6 +151,11 @@ class PoolBackend(ABC):
     @abstractmethod
     def snapshot(self) -> BackendSnapshot: ...
 
+    def status(self) -> tuple[PoolStatus, str | None]:
+        """The pool's status and why (what snapshot() says, without its per-worker detail)."""
+        snap = self.snapshot()
+        return snap.status, snap.status_reason
+
     @abstractmethod
     async def close(self, *, abandon: bool = False) -> None:
         """Stop all workers. Unfinished jobs end (cancelled) through the sink, unless `abandon`:

@@ -427,9 +427,6 @@ class LocalBackend(JobQueue, PoolBackend):
         return self._crashes[-1][1] if self._crashes else None
 
     def snapshot(self) -> BackendSnapshot:
-        now = time.monotonic()
-        while self._crashes and now - self._crashes[0][0] > self._crash_window:
-            self._crashes.popleft()
         workers = []
         for w in self._workers.values():
             mem, cpu = w.measure()
@@ -438,20 +435,23 @@ class LocalBackend(JobQueue, PoolBackend):
                                       task_id=w.job.task_id if w.job else None, tasks_done=w.tasks_done,
                                       memory_mb=mem, cpu_percent=cpu))
         in_flight = sum(1 for w in self._workers.values() if w.job is not None)
-        if self._closed:
-            status, reason = PoolStatus.STOPPED, "closed"
-        elif len(self._crashes) >= self._crash_threshold:
-            status = PoolStatus.DEGRADED
-            reason = (f"{len(self._crashes)} worker(s) died in the last {self._crash_window:g}s; "
-                      f"last: {self._crashes[-1][1]}")
-        elif any(w.state == "starting" for w in self._workers.values()):
-            ready = any(w.state in ("idle", "busy") for w in self._workers.values())
-            status = PoolStatus.SCALING if ready else PoolStatus.INITIALIZING
-            reason = None
-        else:
-            status, reason = PoolStatus.RUNNING, None
+        status, reason = self.status()
         return BackendSnapshot(status=status, status_reason=reason, workers=workers,
                                queue_size=len(self._queue), in_flight=in_flight)
+
+    def status(self) -> tuple[PoolStatus, str | None]:
+        if self._closed:
+            return PoolStatus.STOPPED, "closed"
+        now = time.monotonic()
+        while self._crashes and now - self._crashes[0][0] > self._crash_window:
+            self._crashes.popleft()
+        if len(self._crashes) >= self._crash_threshold:
+            return PoolStatus.DEGRADED, (f"{len(self._crashes)} worker(s) died in the last "
+                                         f"{self._crash_window:g}s; last: {self._crashes[-1][1]}")
+        if any(w.state == "starting" for w in self._workers.values()):
+            ready = any(w.state in ("idle", "busy") for w in self._workers.values())
+            return (PoolStatus.SCALING if ready else PoolStatus.INITIALIZING), None
+        return PoolStatus.RUNNING, None
 
 
 def _has_fileno(stream: Any) -> bool:
