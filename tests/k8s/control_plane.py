@@ -23,10 +23,12 @@ for it):
     kube_cluster.create_namespace(prefix="t", restricted=False) -> str
                                  a fresh namespace, `restricted` labels it for Pod Security
                                  enforcement; returns once its default ServiceAccount exists
-    kube_cluster.user_with_role(namespace, role_yaml, name="mahavishnu") -> KubeUser
+    kube_cluster.user_with_role(namespace, role_yaml, name="mahavishnu", roles=None) -> KubeUser
                                  a ServiceAccount bound (RoleBinding) to every Role/ClusterRole in
-                                 role_yaml (a path or YAML text; other kinds are ignored) and
-                                 nothing else; KubeUser has name, namespace, token, kubeconfig
+                                 role_yaml (a Path or YAML text; other kinds are ignored; `roles`
+                                 picks some by name) and nothing else; KubeUser has name,
+                                 namespace, token (a 24 h TokenRequest token) and kubeconfig
+                                 (with the namespace as its context's)
     kube_cluster.agent_status() -> {"alive": bool, "healthz": str, "pods": ["ns/name", ...]}
     kube_cluster.check()         raises with the log tail of any component that has exited
     kube_cluster.rss() -> dict   resident memory of each component, bytes
@@ -298,17 +300,20 @@ class KubeCluster:
                   f"namespace {name}'s default ServiceAccount")
         return name
 
-    def user_with_role(self, namespace: str, role_yaml: str | Path, name: str = "mahavishnu") -> KubeUser:
+    def user_with_role(self, namespace: str, role_yaml: str | Path, name: str = "mahavishnu",
+                       roles: tuple[str, ...] | None = None) -> KubeUser:
         from kubernetes import client
 
         text = Path(role_yaml).read_text() if isinstance(role_yaml, Path) else role_yaml
-        roles = [d for d in yaml.safe_load_all(text) if d and d.get("kind") in ("Role", "ClusterRole")]
-        if not roles:
-            raise ValueError("role_yaml holds no Role or ClusterRole")
+        found = [d for d in yaml.safe_load_all(text) if d and d.get("kind") in ("Role", "ClusterRole")]
+        if roles is not None:
+            found = [d for d in found if d["metadata"]["name"] in roles]
+        if not found:
+            raise ValueError(f"role_yaml holds no Role or ClusterRole{f' named {roles}' if roles else ''}")
         with self.api_client() as api:
             core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
             core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-            for role in roles:
+            for role in found:
                 role_name = role["metadata"]["name"]
                 if role["kind"] == "Role":
                     role["metadata"]["namespace"] = namespace

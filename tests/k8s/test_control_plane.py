@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,3 +80,13 @@ rules:
     message = json.loads(refused.value.body)["message"]
     assert refused.value.status == 403
     assert f'User "system:serviceaccount:{namespace}:{user.name}" cannot create resource "namespaces"' in message
+
+
+def test_the_repository_role_binds_as_written(kube_cluster: KubeCluster, namespace: str) -> None:
+    rbac = Path(__file__).resolve().parents[2] / "kubernetes" / "rbac.yaml"
+    user = kube_cluster.user_with_role(namespace, rbac, roles=("mahavishnu-tasks",))
+    with kube_cluster.api_client(user.token) as as_user:
+        assert client.CoreV1Api(as_user).list_namespaced_pod(namespace).items == []
+        with pytest.raises(ApiException) as refused:
+            client.CoreV1Api(as_user).list_namespaced_pod("default")
+    assert refused.value.status == 403
