@@ -1,12 +1,12 @@
 """Start one container process for the node agent, the way a container runtime does.
 
 The agent runs `python launch.py` with two inherited descriptors: `--spec FD` carries the
-container as JSON (argv, env, working directory, bind mounts, user), and `--errors FD` is
-close-on-exec. This process applies the mounts in a private mount namespace, changes user,
-and replaces itself with the container's command (so the container keeps this pid). A
-successful exec closes the error descriptor with nothing written; a failed one (command not
-found, E2BIG, a mount that cannot be made) writes the reason there and exits 128, which the
-agent reports as the kubelet does: `terminated` with reason StartError.
+container as JSON (argv, env, working directory, bind mounts), and `--errors FD` is
+close-on-exec. This process applies the mounts in a private mount namespace and replaces
+itself with the container's command (so the container keeps this pid). A successful exec
+closes the error descriptor with nothing written; a failed one (command not found, E2BIG, a
+mount that cannot be made) writes the reason there and exits 128, which the agent reports as
+the kubelet does: `terminated` with reason StartError.
 """
 
 from __future__ import annotations
@@ -58,11 +58,6 @@ def main() -> None:
         if spec["mounts"]:
             apply_mounts(spec["mounts"])
         os.chdir(spec["cwd"])
-        if spec.get("gid") is not None:
-            os.setgroups([int(g) for g in spec.get("groups", [])])
-            os.setgid(int(spec["gid"]))
-        if spec.get("uid") is not None:
-            os.setuid(int(spec["uid"]))
     except OSError as exc:
         os.write(error_fd, f"unable to start container process: {exc.strerror or exc}".encode())
         os._exit(128)

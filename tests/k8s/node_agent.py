@@ -20,7 +20,7 @@ seen from the API server:
 - restartPolicy (Never / OnFailure / Always with the kubelet's 10 s doubling back-off),
   activeDeadlineSeconds (Failed, DeadlineExceeded), graceful deletion (SIGTERM to the process
   group, SIGKILL after the grace period, then the pod is deleted with grace 0), HTTP readiness
-  probes, runAsNonRoot / runAsUser;
+  probes, the runAsNonRoot check (processes run as the agent's user, whatever runAsUser says);
 - images whose name contains "does-not-exist" cannot be pulled (ErrImagePull, ImagePullBackOff).
 
 Not done (the backend does not use them): init and sidecar containers, liveness and startup
@@ -233,7 +233,7 @@ class PodWorker(threading.Thread):
         objects = Objects(self.agent.api, self.key[0])
         try:
             env = container_env(self.pod, c.spec, objects, self.agent.config, self.agent.service_env(self.pod))
-            uid, gid = self.user(c.spec)
+            self.check_user(c.spec)
         except (ConfigError, ApiError) as exc:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             c.next_start = time.time() + 2
@@ -248,7 +248,7 @@ class PodWorker(threading.Thread):
         c.log_dir.mkdir(parents=True, exist_ok=True)
         mounts = self.mounts_for(c)
         spec = {"argv": argv, "env": env, "cwd": c.spec.get("workingDir") or "/", "mounts": mounts,
-                "uid": uid, "gid": gid, "groups": self.groups()}
+}
         spec_r, spec_w = os.pipe()
         err_r, err_w = os.pipe()
         out = open(c.log_path(c.restarts), "ab")  # noqa: SIM115 - handed to the pump thread
@@ -295,21 +295,15 @@ class PodWorker(threading.Thread):
                                   "containerID": c.container_id}}
         self.poke()
 
-    def user(self, spec: dict[str, Any]) -> tuple[int | None, int | None]:
+    def check_user(self, spec: dict[str, Any]) -> None:
+        """runAsNonRoot as a kubelet checks it. The process itself runs as the agent's user whatever
+        runAsUser says: this machine is the image, and its tools (a Python under /root) need not be
+        reachable by another user."""
         ctx = {**(self.pod["spec"].get("securityContext") or {}), **(spec.get("securityContext") or {})}
-        uid, gid = ctx.get("runAsUser"), ctx.get("runAsGroup")
+        uid = ctx.get("runAsUser")
         if ctx.get("runAsNonRoot") and (uid if uid is not None else os.getuid()) == 0:
             raise ConfigError("container has runAsNonRoot and image will run as root "
                               f"(pod: \"{self.key[1]}_{self.key[0]}({self.uid})\", container: {spec['name']})")
-        if uid is not None and gid is None:
-            gid = 0  # the image's group, as the kubelet leaves it
-        if os.getuid() != 0:
-            return None, None  # an unprivileged agent runs everything as itself
-        return uid, gid
-
-    def groups(self) -> list[int]:
-        ctx = self.pod["spec"].get("securityContext") or {}
-        return [*ctx.get("supplementalGroups", []), *([ctx["fsGroup"]] if "fsGroup" in ctx else [])]
 
     def pump(self, proc: subprocess.Popen[bytes], out: Any) -> None:
         """Write the container's output as CRI log lines: `<RFC3339Nano> stdout F|P <text>`."""
