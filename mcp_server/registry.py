@@ -147,6 +147,12 @@ TOOLS: tuple[ToolSpec, ...] = (
         "and the call returns once they are ready.",
         s.ScaleInput, s.PoolInfo, read_only=False, idempotent=True, positional=("pool",)),
     ToolSpec(
+        "pools_credentials", "credentials", "List credentials and allowed targets",
+        "What the operator lets pools use: the named credentials (a pool's credential field) with the endpoints "
+        "and Kubernetes contexts each is bound to, the contexts a Kubernetes pool may choose, where client-given "
+        "endpoints may point, and the file roots. Names only, never a secret's value.",
+        s.EmptyInput, s.AccessReport, read_only=True, idempotent=True),
+    ToolSpec(
         "pools_ping", "ping", "Ping the server",
         "Answer at once with the server's version and clock: a reachability check that touches no pool.",
         s.EmptyInput, s.Pong, read_only=True, idempotent=True),

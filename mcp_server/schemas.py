@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from pools.credentials import CredentialInfo
 from pools.models import (
     DistributionResult,
     DistributionStrategy,
@@ -189,6 +190,16 @@ class TaskTypeList(Model):
     task_types: list[TaskTypeInfo]
 
 
+class AccessReport(Model):
+    credentials: list[CredentialInfo] = Field(description="Credentials a pool may name, with where each may be "
+                                                          "sent; never their values.")
+    kube_contexts: list[str] = Field(description="Contexts of the operator's kubeconfig a Kubernetes pool may "
+                                                 "choose (besides those bound to a credential).")
+    allowed_endpoints: list[str] = Field(description="Where client-given endpoints may point (URL prefixes, hosts, "
+                                                     "networks), besides the credentials' endpoints.")
+    file_roots: list[str] = Field(description="Directories tasks and tools may read files in.")
+
+
 class ErrorInfo(Model):
     code: str = Field(description="Stable kind: invalid_input, pool_not_found, task_not_found, conflict, ...")
     message: str
@@ -202,7 +213,7 @@ class ErrorOutput(Model):
 Format = Literal["table", "json", "markdown", "progress"]
 
 __all__ = [
-    "CancelInput", "CloseInput", "DiscoverInput", "DistributeInput", "DistributionResult", "EmptyInput",
+    "AccessReport", "CancelInput", "CloseInput", "DiscoverInput", "DistributeInput", "DistributionResult", "EmptyInput",
     "ErrorInfo", "ErrorOutput", "ExecuteInput", "ExecuteOutput", "GetInput", "HealthInput", "HealthReport",
     "ListInput", "MemorySearchInput", "MemorySyncInput", "Pong", "PoolInfo", "PoolList", "PoolStatus",
     "RebalanceInput", "RebalanceReport", "RegisterInput", "ScaleInput", "StatsInput", "StatsReport", "TaskInput",

@@ -138,9 +138,7 @@ async def pools_discover(m: PoolManager, inp: s.DiscoverInput, progress: Progres
 
     from pools.discovery import discover
 
-    path = Path(inp.ecosystem_file).expanduser() if inp.ecosystem_file else None
-    if path is not None and not path.exists():
-        raise InvalidInput(f"no ecosystem file at {path}", field="ecosystem_file")
+    path = Path(inp.ecosystem_file) if inp.ecosystem_file else None  # checked against the file roots there
     return await discover(m, path, inp.from_ecosystem or path is not None, inp.auto_register)
 
 
@@ -154,6 +152,13 @@ async def pools_memory_search(m: PoolManager, inp: s.MemorySearchInput, progress
     from pools import aggregator
 
     return await aggregator.search(m, inp.query, inp.limit)
+
+
+async def pools_credentials(m: PoolManager, inp: s.EmptyInput, progress: Progress) -> s.AccessReport:
+    contexts = sorted({*m.settings.kube_contexts})
+    return s.AccessReport(credentials=m.credentials.describe(), kube_contexts=contexts,
+                          allowed_endpoints=list(m.settings.allowed_endpoints),
+                          file_roots=m.file_roots().roots)
 
 
 async def pools_ping(m: PoolManager, inp: s.EmptyInput, progress: Progress) -> s.Pong:

@@ -60,7 +60,7 @@ async def sync(manager: PoolManager, endpoint: str | None = None, batch_size: in
     import asyncio  # here, not at the top: the CLI imports this module for its models only
 
     endpoint = endpoint or manager.settings.memory_endpoint
-    client = PeerClient(endpoint, manager.peer_token(endpoint))
+    client = PeerClient(endpoint, await manager.peer_access(endpoint))  # refuses endpoints the operator did not allow
     memory = manager.store.memory
     try:
         tools = await client.tool_names()
@@ -125,7 +125,7 @@ def _peer_hits(source: str, pool_id: str, data: dict[str, Any] | None, text: str
 
 
 async def _search_peer(manager: PoolManager, pool: Any, query: str, limit: int) -> list[MemoryHit]:
-    client = PeerClient(pool.endpoint, manager.peer_token(pool.endpoint, pool.labels))
+    client = PeerClient(pool.endpoint, await manager.peer_access(pool.endpoint, pool.credential))
     reply = await client.call("search_conversations", {"query": query, "limit": limit}, timeout=15)
     if reply.is_error and "search_conversations" in reply.message:  # no such tool: the released Session-Buddy
         reply = await client.call("quick_search", {"query": query, "limit": limit}, timeout=15)

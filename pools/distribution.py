@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pools.errors import PoolError
+from pools.errors import InvalidInput, PoolError
 from pools.models import (
     DistributionResult,
     DistributionStrategy,
@@ -74,7 +74,11 @@ class Distribution:
             plan: list[tuple[dict[str, Any], Candidate | None]] = [(self.payload, c) for c in ok]
         else:
             capacity = sum(c.capacity for c in ok)
-            shards = self.tt.split(self.payload, max(len(ok), SHARDS_PER_SLOT * capacity))
+            try:  # split may walk directories: in a thread, never on the event loop
+                shards = await asyncio.to_thread(self.tt.split, self.payload,
+                                                 max(len(ok), SHARDS_PER_SLOT * capacity))
+            except (OSError, ValueError) as exc:  # outside the roots, missing, over a cap
+                raise InvalidInput(f"cannot split the payload: {exc}", field="payload") from exc
             plan = [(shard, self._static_pool(i, ok)) for i, shard in enumerate(shards)]
         total = len(plan)
         limit = max(1, sum(c.capacity for c in ok) * 2)

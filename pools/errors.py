@@ -3,7 +3,8 @@
     PoolError                      base; `code` is a stable, machine-readable kind
     ├── InvalidInput               the caller's input is wrong (names the field)
     │   ├── UnknownTaskType        no task type by that name
-    │   └── TaskTypeDisabled       the type exists but the operator has not enabled it
+    │   ├── TaskTypeDisabled       the type exists but the operator has not enabled it
+    │   └── LimitExceeded          over an operator limit (names the limit and its setting)
     ├── NotFound
     │   ├── PoolNotFound
     │   └── TaskNotFound
@@ -38,6 +39,10 @@ class UnknownTaskType(InvalidInput):
 
 class TaskTypeDisabled(InvalidInput):
     code = "task_type_disabled"
+
+
+class LimitExceeded(InvalidInput):
+    code = "limit_exceeded"
 
 
 class NotFound(PoolError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
-POOL_ID_RE = re.compile(r"^pool_[0-9a-f]{12}$")
-TASK_ID_RE = re.compile(r"^task_[0-9a-f]{32}$")
+POOL_ID_RE = re.compile(r"pool_[0-9a-f]{12}")  # fullmatch: `$` admits a trailing newline
+TASK_ID_RE = re.compile(r"task_[0-9a-f]{32}")
 
 
 def new_pool_id() -> str:
@@ -18,4 +18,4 @@ def new_task_id() -> str:
 
 
 def looks_like_pool_id(value: str) -> bool:
-    return bool(POOL_ID_RE.match(value))
+    return bool(POOL_ID_RE.fullmatch(value))

@@ -23,7 +23,18 @@ from typing import Any
 
 from pools.backends.base import BackendSnapshot, Job, PoolBackend
 from pools.backends.local import LocalBackend
-from pools.errors import Conflict, InvalidInput, PoolError, PoolNotFound, PoolUnavailable, TaskNotFound
+from pools.credentials import Credentials, KubeAccess
+from pools.egress import Egress
+from pools.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    PoolError,
+    PoolNotFound,
+    PoolUnavailable,
+    TaskNotFound,
+)
+from pools.file_roots import FileCaps, FileRoots
 from pools.ids import looks_like_pool_id, new_pool_id, new_task_id
 from pools.lock import HomeLock
 from pools.models import (
@@ -94,6 +105,11 @@ class PoolManager:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.load()
         self.task_types = TaskTypeRegistry(self.settings.enabled_task_types, self.settings.task_type_refs)
+        self.credentials = Credentials(self.settings.credentials)
+        self.egress = Egress(self.settings.allowed_endpoints,
+                             [*self.credentials.endpoint_prefixes(), self.settings.memory_endpoint])
+        self.client_roots: list[str] | None = None  # an MCP client's declared roots narrow file access
+        self.task_types.file_roots = self.file_roots()
         self._lock = HomeLock(self.settings.home)
         self._store: Store | None = None
         self._pools: dict[str, _Pool] = {}
@@ -204,17 +220,85 @@ class PoolManager:
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             self._maintenance = asyncio.get_running_loop().call_later(3600, self._hourly)
 
-    def peer_token(self, endpoint: str, labels: dict[str, str] | None = None) -> str | None:
-        """A peer's bearer token: settings peer_tokens by URL, else the variable a discovered
-        pool's `token_env` label names."""
-        token_env = (labels or {}).get("token_env")
-        return self.settings.peer_tokens.get(endpoint) or (os.environ.get(token_env) if token_env else None)
+    # -- the trust boundary: where the server may connect, with what, and what it may read ---
+    async def peer_access(self, endpoint: str, credential: str | None = None, *,
+                          field: str = "endpoint") -> str | None:
+        """Check that the server may connect to `endpoint` (pools.egress) and return the bearer token
+        to send there: the named credential when bound to it, else the one bound to it, else None."""
+        await self.egress.check(endpoint, field=field)
+        return await asyncio.to_thread(self.credentials.for_endpoint, endpoint, credential)
+
+    async def kube_access(self, config: PoolConfig) -> KubeAccess:
+        """How a Kubernetes pool reaches its cluster: an API URL the operator allows (with a credential
+        bound to it), or a context of the operator's kubeconfig that the operator allows."""
+        warm = config.labels.get("warm_endpoint")
+        if warm:
+            await self.egress.check(warm, field="labels.warm_endpoint")
+        kubeconfig = str(self.settings.kubeconfig) if self.settings.kubeconfig else None
+        if config.endpoint:
+            token = await self.peer_access(config.endpoint, config.credential)
+            return KubeAccess(host=config.endpoint.rstrip("/"), token=token)
+        token = None
+        if config.kube_context is not None:
+            if config.credential is not None:
+                token = await asyncio.to_thread(self.credentials.for_context, config.kube_context, config.credential)
+            elif config.kube_context not in self.settings.kube_contexts:
+                allowed = ", ".join(self.settings.kube_contexts) or "none"
+                raise InvalidInput(f"Kubernetes context {config.kube_context!r} is not one the operator allows "
+                                   f"(kube_contexts: {allowed}); the operator lists contexts in kube_contexts in "
+                                   "settings.yaml; `mahavishnu pools credentials` shows them", field="kube_context")
+        elif config.credential is not None:
+            raise InvalidInput("a credential for a Kubernetes pool needs endpoint (an API URL it is bound to) or "
+                               "kube_context (a context it is bound to)", field="credential")
+        return KubeAccess(kubeconfig=kubeconfig, context=config.kube_context, token=token)
+
+    def file_roots(self) -> FileRoots:
+        """Where tasks and tools may read files: the working directory plus file_roots, narrowed
+        to the client's roots when an MCP client declared some."""
+        s = self.settings
+        roots = [os.path.realpath(os.getcwd()), *(os.path.realpath(p) for p in s.file_roots)]
+        return FileRoots(roots, self.client_roots,
+                         FileCaps(s.max_files_per_task, s.max_file_bytes, s.max_read_bytes_per_task))
+
+    def set_client_roots(self, roots: list[str] | None) -> None:
+        self.client_roots = [os.path.realpath(r) for r in roots] if roots is not None else None
+        self.task_types.file_roots = self.file_roots()
+
+    def _check_limits(self, config: PoolConfig) -> None:
+        s = self.settings
+        if len(self._pools) + 1 > s.max_pools:
+            raise LimitExceeded(f"this server has {len(self._pools)} pools, its limit (setting max_pools = "
+                                f"{s.max_pools}); close one or ask the operator to raise max_pools", field="name")
+        if config.max_workers > s.max_workers_per_pool:
+            raise LimitExceeded(f"max_workers {config.max_workers} is over the limit of {s.max_workers_per_pool} "
+                                "workers per pool (setting max_workers_per_pool)", field="max_workers")
+        if config.type is PoolType.MAHAVISHNU:
+            used = sum(p.config.max_workers for p in self._pools.values() if p.config.type is PoolType.MAHAVISHNU)
+            if used + config.max_workers > s.max_total_workers:
+                raise LimitExceeded(f"local pools may have {s.max_total_workers} workers in all (setting "
+                                    f"max_total_workers); {used} are taken, so max_workers may be at most "
+                                    f"{max(0, s.max_total_workers - used)}", field="max_workers")
 
     def _run_context(self, pool: _Pool) -> dict[str, Any]:
         """What a task learns about where it runs (pools.task_types.RunContext)."""
-        return {"worker_type": pool.config.worker_type, "prompt_commands": self.settings.prompt_commands}
+        return {"worker_type": pool.config.worker_type, "prompt_commands": self.settings.prompt_commands,
+                "file_roots": self.file_roots().to_context(), "max_result_bytes": self.settings.max_result_bytes,
+                "worker_memory_bytes": self.settings.worker_memory_bytes}
 
-    def _make_backend(self, pool: _Pool) -> PoolBackend:
+    async def _new_backend(self, pool: _Pool) -> PoolBackend:
+        """A backend for `pool`, after checking where it connects and with which credential."""
+        c = pool.config
+        if c.type is PoolType.SESSION_BUDDY:
+            assert c.endpoint is not None
+            return self._make_backend(pool, token=await self.peer_access(c.endpoint, c.credential))
+        if c.type is PoolType.KUBERNETES:
+            return self._make_backend(pool, access=await self.kube_access(c))
+        if c.credential is not None:
+            raise InvalidInput("a local (mahavishnu) pool takes no credential", field="credential")
+        return self._make_backend(pool)
+
+    def _make_backend(self, pool: _Pool, *, token: str | None = None,
+                      access: KubeAccess | None = None) -> PoolBackend:
         if pool.config.type is PoolType.MAHAVISHNU:
             return LocalBackend(
                 pool.pool_id, pool.config, self, context=self._run_context(pool),
@@ -225,12 +309,11 @@ class PoolManager:
             from pools.backends.session_buddy import SessionBuddyBackend
 
             assert pool.config.endpoint is not None
-            return SessionBuddyBackend(pool.pool_id, pool.config, self,
-                                       token=self.peer_token(pool.config.endpoint, pool.config.labels),
+            return SessionBuddyBackend(pool.pool_id, pool.config, self, token=token,
                                        health_interval=self.settings.peer_health_interval_s)
         from pools.backends.kubernetes import KubernetesBackend
 
-        return KubernetesBackend(pool.pool_id, pool.config, self, context=self._run_context(pool),
+        return KubernetesBackend(pool.pool_id, pool.config, self, context=self._run_context(pool), access=access,
                                  poll_interval=self.settings.k8s_poll_interval_s,
                                  pending_timeout=self.settings.k8s_pending_timeout_s,
                                  ttl_after_finished=self.settings.k8s_job_ttl_s,
@@ -239,16 +322,18 @@ class PoolManager:
                                  enabled_task_types=list(self.settings.enabled_task_types))
 
     async def _start_backend(self, pool: _Pool, backend: PoolBackend | None = None) -> None:
-        backend = backend or self._make_backend(pool)
         pool.verified = None
         try:
+            # A restored pool is checked again: the operator may have withdrawn its endpoint or credential.
+            backend = backend or await self._new_backend(pool)
             await backend.start()
         except PoolError as exc:
             pool.failure = exc.message
             self.store.set_pool_status(pool.pool_id, PoolStatus.FAILED.value, exc.message)
             self._event("pool_failed", pool.pool_id, data={"reason": exc.message})
-            with contextlib.suppress(Exception):
-                await backend.close()
+            if backend is not None:
+                with contextlib.suppress(Exception):
+                    await backend.close()
             return
         pool.backend, pool.failure = backend, None
         self.store.set_pool_status(pool.pool_id, PoolStatus.RUNNING.value, None)
@@ -334,8 +419,9 @@ class PoolManager:
                            field="name")
         if config.type is PoolType.SESSION_BUDDY:  # a peer always manages three workers
             config = config.model_copy(update={"min_workers": 3, "max_workers": 3})
+        self._check_limits(config)
         pool = _Pool(new_pool_id(), config, _now())
-        backend = self._make_backend(pool)
+        backend = await self._new_backend(pool)
         await backend.verify()  # fails early: unknown type, unreachable peer, missing tools, no cluster
         try:
             self.store.insert_pool(pool.pool_id, config.name, config.model_dump(mode="json"),
@@ -380,7 +466,8 @@ class PoolManager:
         return PoolInfo(
             pool_id=pool.pool_id, name=c.name, pool_type=c.type, status=status, status_reason=reason,
             workers=len(snap.workers) if snap else 0, min_workers=c.min_workers, max_workers=c.max_workers,
-            worker_type=c.worker_type, region=c.region, endpoint=c.endpoint, namespace=c.namespace,
+            worker_type=c.worker_type, region=c.region, endpoint=c.endpoint, credential=c.credential,
+            namespace=c.namespace,
             container_image=c.container_image, labels=c.labels, created_at=pool.created_at, metrics=metrics,
             worker_details=snap.workers if (snap and details) else [],
         )

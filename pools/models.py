@@ -17,7 +17,7 @@ class Model(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # always fullmatch: `$` admits a trailing newline
 
 
 class PoolType(StrEnum):
@@ -89,11 +89,13 @@ class PoolConfig(Model):
     namespace: str = Field(default="mahavishnu", description="Kubernetes namespace.")
     container_image: str = Field(default="python:3.13-slim", description="Kubernetes container image.")
     labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels.")
-    kubeconfig: str | None = Field(default=None, description="Kubernetes: kubeconfig path (default KUBECONFIG, "
-                                                             "~/.kube/config, then in-cluster).")
-    kube_context: str | None = Field(default=None, description="Kubernetes: kubeconfig context to use.")
-    api_token_env: str | None = Field(default=None, description="Kubernetes with endpoint as the API URL: the "
-                                                                "variable holding the bearer token.")
+    kube_context: str | None = Field(default=None, description="Kubernetes: a context of the operator's kubeconfig, "
+                                                               "one the operator allows (see pools_credentials); "
+                                                               "default its current context.")
+    credential: str | None = Field(default=None, description="Name of an operator-declared credential to "
+                                                             "authenticate with (see pools_credentials); it must "
+                                                             "be bound to endpoint or kube_context. Default: the "
+                                                             "credential bound to endpoint, if any.")
     cpu_request: str | None = Field(default=None, description="Kubernetes: CPU request per task pod, e.g. 250m.")
     memory_request: str | None = Field(default=None, description="Kubernetes: memory request, e.g. 256Mi.")
     cpu_limit: str | None = Field(default=None, description="Kubernetes: CPU limit per task pod.")
@@ -107,7 +109,7 @@ class PoolConfig(Model):
     @field_validator("name")
     @classmethod
     def _name_shape(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError(
                 "must start with a letter or digit and use only letters, digits, '.', '_' or '-' (1-63 chars)"
             )
@@ -160,6 +162,7 @@ class PoolInfo(Model):
     worker_type: str
     region: str
     endpoint: str | None = None
+    credential: str | None = Field(default=None, description="The operator's credential it authenticates with.")
     namespace: str
     container_image: str
     labels: dict[str, str] = Field(default_factory=dict)

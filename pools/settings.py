@@ -13,9 +13,20 @@
     memory_endpoint: http://127.0.0.1:8678/mcp   # where `pools memory sync` pushes task memory
     memory_sync_interval_s: 0             # > 0: the server syncs memory this often
     peer_health_interval_s: 2             # how often session-buddy peers are probed
-    peer_tokens: {"https://buddy.example:8678/mcp": "..."}   # bearer tokens for peers
     event_log: /var/log/mahavishnu/events.jsonl   # every event as a JSON line (or "stderr")
     inline_result_max_bytes: 262144       # larger tool answers link their results (resources/read)
+
+Operator-only settings: what a client (an agent) may make the server reach, read and use.
+No tool input can change them. SECURITY.md explains each.
+
+    credentials:                          # named secrets and where each may be sent
+      buddy-east: {env: BUDDY_EAST_TOKEN, endpoints: ["https://10.0.0.5:8678/"]}
+      prod-kube: {file: /etc/mahavishnu/kube-token, kube_contexts: [prod-east]}
+    allowed_endpoints: [127.0.0.0/8, "::1", localhost]   # client-given endpoints (the default)
+    kubeconfig: ~/.kube/config            # the operator's kubeconfig (default KUBECONFIG, then ~/.kube/config)
+    kube_contexts: [prod-east]            # contexts of it a client may choose
+    file_roots: [/srv/code]               # besides the working directory, where tasks may read files
+    max_workers_per_pool: 16              # resource limits; defaults derive from cores and memory
 
 Environment: MAHAVISHNU_ENABLE_TASK_TYPES (comma list, added to the file's list),
 MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
@@ -24,9 +35,10 @@ MAHAVISHNU_IDLE_TIMEOUT, MAHAVISHNU_RETENTION_DAYS.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pools.errors import InvalidInput, describe_validation_error
 
@@ -36,6 +48,53 @@ DEFAULT_PROMPT_COMMANDS: dict[str, list[str]] = {
     "terminal-gemini": ["gemini", "-p", "{prompt}"],
     "terminal-codex": ["codex", "exec", "{prompt}"],
 }
+
+
+def _memory_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # no psutil figure: assume a small machine
+        return 4 << 30
+
+
+CORES = os.cpu_count() or 2
+MEMORY = _memory_bytes()
+# A local worker costs ~32 MB of RSS idle; budget 128 MiB each so a busy pool still fits in memory.
+DEFAULT_MAX_TOTAL_WORKERS = max(4, min(CORES * 16, MEMORY // (128 << 20)))
+DEFAULT_MAX_PAYLOAD = 1 << 20
+# Queued payloads stay in memory: all of them together fit in a quarter of it.
+DEFAULT_MAX_QUEUED = max(1000, min(100_000, MEMORY // 4 // DEFAULT_MAX_PAYLOAD))
+DEFAULT_WORKER_MEMORY = max(2 << 30, min(8 << 30, MEMORY // 4))
+SERVER_TOKEN_VARIABLES = frozenset({"MAHAVISHNU_TOKEN", "MAHAVISHNU_PEER_TOKEN"})
+
+
+class Credential(BaseModel):
+    """A named secret the operator lets the server send: from an environment variable or a file,
+    and only to the endpoints (URL prefixes) or Kubernetes contexts it is bound to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str | None = Field(default=None, description="Environment variable holding the secret.")
+    file: Path | None = Field(default=None, description="File holding the secret (first line, whitespace "
+                                                        "stripped).")
+    endpoints: list[str] = Field(default_factory=list, description="URL prefixes it may be sent to.")
+    kube_contexts: list[str] = Field(default_factory=list, description="Kubernetes contexts it authenticates.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Credential:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a credential takes exactly one of env or file")
+        if self.env in SERVER_TOKEN_VARIABLES:
+            raise ValueError(f"{self.env} is the server's own token; it is never sent anywhere")
+        if not self.endpoints and not self.kube_contexts:
+            raise ValueError("a credential needs endpoints (URL prefixes) or kube_contexts it may be used for")
+        for prefix in self.endpoints:
+            if not re.fullmatch(r"https?://[^/?#@\s]+(/[^?#\s]*)?", prefix):
+                raise ValueError(f"endpoint {prefix!r} must be an http:// or https:// URL prefix without "
+                                 "user info, query or fragment")
+        return self
 
 
 def default_home() -> Path:
@@ -60,8 +119,6 @@ class Settings(BaseModel):
                                  description="Session-Buddy endpoint that memory sync pushes to.")
     memory_sync_interval_s: float = Field(default=0.0, ge=0, description="Periodic memory sync; 0 is off.")
     peer_health_interval_s: float = Field(default=2.0, gt=0, description="How often peers are probed.")
-    peer_tokens: dict[str, str] = Field(default_factory=dict,
-                                        description="Bearer tokens by peer endpoint URL.")
     ecosystem_file: Path | None = Field(default=None, description="Candidate peers for discover; default "
                                                                   "$MAHAVISHNU_HOME/ecosystem.yaml.")
     k8s_poll_interval_s: float = Field(default=0.5, gt=0, description="Kubernetes: the first wait before an API "
@@ -88,6 +145,42 @@ class Settings(BaseModel):
         default_factory=dict,
         description="Extra task types without packaging: {name: 'module:Class'}, importable by the workers.")
 
+    # -- operator-only: the trust boundary (SECURITY.md) --
+    credentials: dict[str, Credential] = Field(default_factory=dict,
+                                               description="Named secrets and the endpoints/contexts each may "
+                                                           "be sent to.")
+    allowed_endpoints: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1", "localhost"],
+        description="Where client-given endpoints may point: URL prefixes, hosts, '*.domain' or networks "
+                    "(CIDR). Endpoints named in credentials or memory_endpoint are allowed besides.")
+    kubeconfig: Path | None = Field(default=None, description="The operator's kubeconfig (default KUBECONFIG, "
+                                                              "then ~/.kube/config, then in-cluster).")
+    kube_contexts: list[str] = Field(default_factory=list, description="Contexts of the kubeconfig a client may "
+                                                                       "choose (its current context always).")
+    file_roots: list[Path] = Field(default_factory=list, description="Directories tasks may read besides the "
+                                                                     "working directory.")
+    max_pools: int = Field(default=64, ge=1, description="Open pools at most.")
+    max_workers_per_pool: int = Field(default=DEFAULT_MAX_TOTAL_WORKERS // 2, ge=1,
+                                      description="max_workers (and min_workers) of one pool at most.")
+    max_total_workers: int = Field(default=DEFAULT_MAX_TOTAL_WORKERS, ge=1,
+                                   description="Sum of max_workers over local (mahavishnu) pools at most.")
+    max_queued_tasks: int = Field(default=DEFAULT_MAX_QUEUED, ge=1, description="Unfinished tasks at most.")
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1, description="A task payload's JSON size "
+                                                                                  "at most.")
+    max_result_bytes: int = Field(default=16 << 20, ge=1, description="A task result's JSON size at most.")
+    worker_memory_bytes: int = Field(default=DEFAULT_WORKER_MEMORY, ge=0,
+                                     description="Address-space limit (RLIMIT_AS) of each local worker; 0: none.")
+    max_files_per_task: int = Field(default=10_000, ge=1, description="Files a task may read at most.")
+    max_file_bytes: int = Field(default=4 << 20, ge=1, description="Size of one file a task reads at most.")
+    max_read_bytes_per_task: int = Field(default=256 << 20, ge=1, description="Bytes a task reads in all at most.")
+
+    @field_validator("file_roots", "kubeconfig", mode="after")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [Path(p).expanduser() for p in value]
+        return Path(value).expanduser() if isinstance(value, Path) else value
+
     @property
     def db_path(self) -> Path:
         return self.home / "mahavishnu.db"
@@ -112,6 +205,11 @@ class Settings(BaseModel):
             if not isinstance(loaded, dict):
                 raise InvalidInput(f"{path} must hold a mapping of setting names to values")
             data.update(loaded)
+            if "peer_tokens" in data:
+                raise InvalidInput(
+                    f"peer_tokens in {path} was replaced by credentials: declare each token as "
+                    "`credentials: {NAME: {env: VARIABLE, endpoints: [URL]}}` (or `file: PATH`), so it is only "
+                    "ever sent to the endpoints listed", field="peer_tokens")
         listed = data.get("enabled_task_types")
         if listed is not None and not isinstance(listed, list):
             raise InvalidInput(f"enabled_task_types in {path} must be a list of task type names",

@@ -18,8 +18,9 @@ def home(tmp_path: Path) -> Path:
 
 
 def make_settings(home: Path, **overrides: object) -> Settings:
+    # The test's temporary directory is a file root, as a project directory would be.
     base: dict[str, object] = {"enabled_task_types": ["analyze", "echo", "python", "shell"],
-                               "default_pool": False}
+                               "default_pool": False, "file_roots": [str(home.parent)]}
     base.update(overrides)
     return Settings.load(home, **base)
 

@@ -27,7 +27,7 @@ def test_embedded_mode_runs_a_real_job_with_nothing_started(home: Path, tmp_path
 
 def test_exit_codes_and_messages(home: Path, tmp_path: Path) -> None:
     write_settings(home)
-    missing = run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"file": "/nonexistent/x.py"}')
+    missing = run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"file": "no-such-dir/x.py"}')
     assert missing.returncode == 1 and "✗ Task failed" in missing.stdout
     assert "no such file or directory on the worker" in missing.stdout
     bad_json = run_cli(home, "pools", "execute", "-t", "analyze", "--payload", "{nope")

@@ -49,26 +49,33 @@ def kube() -> Iterator[FakeKube]:
     server.stop()
 
 
-def settings_for(home: Path, **overrides: object) -> Any:
+def settings_for(home: Path, kube: FakeKube, **overrides: object) -> Any:
+    os.environ.update(TEST_KUBE_TOKEN="kube-token", TEST_KUBE_WRONG="not-the-token", TEST_ROLE_TOKEN="role-token")
     base: dict[str, object] = {"k8s_poll_interval_s": 0.05, "k8s_pending_timeout_s": 3.0,
                                "enabled_task_types": ["analyze", "echo", "python", "shell"]}
+    if REAL:
+        base.update(kubeconfig=REAL, kube_contexts=[c for c in [os.environ.get("MAHAVISHNU_TEST_KUBE_CONTEXT")] if c])
+    else:
+        # The operator binds each token to the loopback API server, and nowhere else.
+        base["credentials"] = {name: {"env": env, "endpoints": [kube.url]}
+                               for name, env in (("kube", "TEST_KUBE_TOKEN"), ("wrong", "TEST_KUBE_WRONG"),
+                                                 ("role", "TEST_ROLE_TOKEN"))}
     base.update(overrides)
     return make_settings(home, **base)
 
 
 @pytest.fixture
-async def manager(home: Path) -> AsyncIterator[PoolManager]:
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home)) as m:
+async def manager(home: Path, kube: FakeKube) -> AsyncIterator[PoolManager]:
+    async with PoolManager(settings_for(home, kube)) as m:
         yield m
 
 
 def cluster(kube: FakeKube, **overrides: object) -> PoolConfig:
     base: dict[str, object] = {"name": "k8s", "type": PoolType.KUBERNETES, "max_workers": 3, "namespace": "tasks"}
     if REAL:
-        base.update(kubeconfig=REAL, kube_context=os.environ.get("MAHAVISHNU_TEST_KUBE_CONTEXT"))
+        base.update(kube_context=os.environ.get("MAHAVISHNU_TEST_KUBE_CONTEXT"))
     else:
-        base.update(endpoint=kube.url, api_token_env="TEST_KUBE_TOKEN")
+        base.update(endpoint=kube.url, credential="kube")
     base.update(overrides)
     return PoolConfig.model_validate(base)
 
@@ -177,7 +184,7 @@ async def test_throttling_and_5xx_are_retried(manager: PoolManager, kube: FakeKu
 @fake_only
 async def test_an_outage_degrades_then_fails_the_pool_and_it_recovers(home: Path, kube: FakeKube) -> None:
     os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home, k8s_degraded_after_s=0.3, k8s_failed_after_s=1.5)) as manager:
+    async with PoolManager(settings_for(home, kube, k8s_degraded_after_s=0.3, k8s_failed_after_s=1.5)) as manager:
         await manager.register(cluster(kube))
         kube.pause()
         await wait_until(lambda: manager.get_pool("k8s").status.value == "degraded", what="degraded")
@@ -335,7 +342,7 @@ async def test_results_outlive_their_job(home: Path, kube: FakeKube) -> None:
     """The TTL controller deletes a finished Job at once: the result was read before, and the
     next tasks are not disturbed by the 404s."""
     os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home, k8s_job_ttl_s=0)) as manager:
+    async with PoolManager(settings_for(home, kube, k8s_job_ttl_s=0)) as manager:
         await manager.register(cluster(kube))
         for n in range(3):
             done = await manager.execute("k8s", "echo", {"n": n}, TaskOptions(timeout=60))
@@ -356,13 +363,12 @@ async def test_a_job_that_never_starts_fails_with_the_reason(manager: PoolManage
 # -- 4. adoption and idempotence ---------------------------------------------------------------------
 @fake_only
 async def test_a_restart_adopts_the_running_job(home: Path, kube: FakeKube, gate: Path) -> None:
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home)) as first:
+    async with PoolManager(settings_for(home, kube)) as first:
         await first.register(cluster(kube))
         task = await first.submit("k8s", "shell", gated(gate))
         await wait_until(lambda: first.get_task(task.task_id).state is TaskState.RUNNING, what="running")
     assert kube.running_processes() == 1  # the owner went away; its Job runs on
-    async with PoolManager(settings_for(home)) as second:
+    async with PoolManager(settings_for(home, kube)) as second:
         gate.touch()
         done = await second.wait(task.task_id, 60)
         assert done.state is TaskState.COMPLETED and done.result["stdout"] == "done\n"
@@ -429,8 +435,7 @@ async def test_close_deletes_what_it_owns_and_waits(manager: PoolManager, kube: 
 @fake_only
 async def test_the_backend_needs_only_its_role(manager: PoolManager, kube: FakeKube, gate: Path) -> None:
     kube.add_namespace("team")
-    os.environ["TEST_ROLE_TOKEN"] = "role-token"
-    await manager.register(cluster(kube, namespace="team", api_token_env="TEST_ROLE_TOKEN"))
+    await manager.register(cluster(kube, namespace="team", credential="role"))
     done = await manager.execute("k8s", "echo", {"x": 1}, TaskOptions(timeout=60))
     assert done.state is TaskState.COMPLETED
     failing = await manager.execute("k8s", "python", {"target": "json:loads", "args": ["{"]},
@@ -444,7 +449,7 @@ async def test_the_backend_needs_only_its_role(manager: PoolManager, kube: FakeK
     assert not [r for r in kube.requests if r == ("POST", "/api/v1/namespaces")]  # the namespace was used as is
     # a namespace the Role cannot reach, and one that does not exist, say so
     with pytest.raises(PoolUnavailable, match="cannot list resource \"jobs\" in API group \"batch\""):
-        await manager.register(cluster(kube, name="other", namespace="missing", api_token_env="TEST_ROLE_TOKEN"))
+        await manager.register(cluster(kube, name="other", namespace="missing", credential="role"))
 
 
 @fake_only
@@ -464,8 +469,8 @@ def test_the_loopback_server_refuses_what_restricted_refuses() -> None:
 # -- other clusters and discovery --------------------------------------------------------------------
 @fake_only
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"endpoint": "http://127.0.0.1:9"}, "cannot reach the Kubernetes API at http://127.0.0.1:9"),
-    ({"api_token_env": "NO_SUCH_TOKEN"}, "rejected the credentials (401)"),
+    ({"endpoint": "http://127.0.0.1:9", "credential": None}, "cannot reach the Kubernetes API at http://127.0.0.1:9"),
+    ({"credential": "wrong"}, "rejected the credentials (401)"),
     ({"namespace": "locked"},
      "forbids listing Jobs in namespace 'locked' (403 Forbidden: namespaces \"locked\" is forbidden"),
 ])
@@ -496,8 +501,9 @@ contexts:
   context: {{cluster: loopback, user: tester, namespace: tasks}}
 current-context: other
 """)
-    await manager.register(PoolConfig(name="kc", type=PoolType.KUBERNETES, kubeconfig=str(config),
-                                      kube_context="loopback"))
+    manager.settings.kubeconfig = config  # the operator's kubeconfig; its "loopback" context is allowed below
+    manager.settings.kube_contexts = ["loopback"]
+    await manager.register(PoolConfig(name="kc", type=PoolType.KUBERNETES, kube_context="loopback"))
     done = await manager.execute("kc", "echo", {"items": [9]})
     assert done.state is TaskState.COMPLETED
 
@@ -518,7 +524,7 @@ async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kub
 
     eco = tmp_path / "eco.yaml"
     eco.write_text(f"kubernetes:\n  - name: cloud\n    namespace: batch\n    endpoint: {kube.url}\n"
-                   "    api_token_env: TEST_KUBE_TOKEN\n  - name: offline\n    endpoint: http://127.0.0.1:9\n")
+                   "    credential: kube\n  - name: offline\n    endpoint: http://127.0.0.1:9\n")
     report = await discover(manager, eco, use_file=True, auto_register=True)
     found = {f.name: f for f in report.found}
     assert found["cloud"].healthy and found["cloud"].action == "registered now"
@@ -586,7 +592,7 @@ async def test_warm_accepts_only_what_the_server_enables(home: Path, kube: FakeK
 @fake_only
 async def test_a_failed_warm_up_leaves_nothing_behind(home: Path, kube: FakeKube) -> None:
     os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home, k8s_pending_timeout_s=1.0)) as manager:
+    async with PoolManager(settings_for(home, kube, k8s_pending_timeout_s=1.0)) as manager:
         with pytest.raises(PoolUnavailable, match="has no ready replica"):
             await manager.register(cluster(kube, name="warm", warm=True,
                                            container_image="registry.example/does-not-exist:1"))

@@ -80,7 +80,7 @@ async def test_two_peers_beside_a_local_pool(tmp_path: Path) -> None:
             wide = await m.distribute("echo", {"items": [1]}, DistributionStrategy.BROADCAST)
             assert sorted(s.pool_name for s in wide.shards) == ["buddy1", "buddy2", "local"]
 
-            bad = await m.execute("buddy2", "analyze", {"file": "/nonexistent/x.py"})
+            bad = await m.execute("buddy2", "analyze", {"file": "no-such-dir/x.py"})
             assert bad.state is TaskState.FAILED and not bad.pool_fault  # the task's fault, not the peer's
             assert "no such file or directory on the worker" in (bad.error or "")
 

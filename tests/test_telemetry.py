@@ -36,12 +36,14 @@ def scrape(url: str) -> dict[str, object]:
 
 def test_live_metrics_match_the_spec(home: Path) -> None:
     from mcp_server.specs import metrics_markdown
+    from tests.helpers.server import ROOT
 
-    write_settings(home)
+    write_settings(home, extra=f"file_roots: ['{ROOT}']\n")  # the server may read this repository's code
     with running_server(home) as (url, _):
         from tests.helpers.server import run_cli
 
-        assert run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"files": ["pools"]}').returncode == 0
+        payload = json.dumps({"files": [str(ROOT / "pools")]})
+        assert run_cli(home, "pools", "execute", "-t", "analyze", "--payload", payload).returncode == 0
         assert run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"file": "/nope.py"}').returncode == 1
         assert run_cli(home, "pools", "execute", "--auto-route", "-t", "echo", "--payload", "{}").returncode == 0
         families = scrape(url)

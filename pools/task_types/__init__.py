@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pools.errors import PoolError, TaskTypeDisabled, UnknownTaskType
+from pools.file_roots import FileRoots
 from pools.task_types.base import RunContext, TaskType, chunk
 
 ENTRY_POINT_GROUP = "mahavishnu.task_types"
@@ -43,6 +44,9 @@ class TaskTypeRegistry:
         self.refs.update(extra_refs or {})
         self.enabled = set(enabled)
         self._loaded: dict[str, TaskType] = {}
+        # Where split (which runs in the server) may read: set by the manager. Workers get theirs
+        # with each task, in RunContext.file_roots.
+        self.file_roots: FileRoots | None = None
 
     def names(self) -> list[str]:
         return sorted(self.refs)
@@ -67,7 +71,9 @@ class TaskTypeRegistry:
     def instance(self, name: str) -> TaskType:
         if name not in self._loaded:
             try:
-                self._loaded[name] = load_ref(self.refs[name])()
+                instance = load_ref(self.refs[name])()
+                instance.registry = self
+                self._loaded[name] = instance
             except Exception as exc:  # a broken plug-in must not take the server down
                 raise PoolError(f"task type {name!r} ({self.refs[name]}) failed to load: {exc}") from exc
         return self._loaded[name]

@@ -1,20 +1,19 @@
 """`analyze`: lint Python with pyflakes and return every issue found.
 
 Takes files, directories and inline sources. Inline sources exist because peers and
-pods do not share the caller's disk. Read-only, so on by default and idempotent.
+pods do not share the caller's disk. Read-only, so on by default and idempotent. Every path
+is read through the task's file roots (pools.file_roots): inside the roots, regular files
+only, within the per-task caps; an issue never quotes the line it was found on.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pools.file_roots import FileRoots
 from pools.task_types.base import RunContext, TaskType, chunk
-
-SKIP_DIRS = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache", "build", "dist"}
 
 
 class AnalyzePayload(BaseModel):
@@ -33,18 +32,10 @@ class AnalyzePayload(BaseModel):
         return self
 
 
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given, directories walked for *.py (skipping VCS, venv and cache dirs)."""
-    out: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-                out.extend(str(Path(root) / n) for n in sorted(names) if n.endswith(".py"))
-        else:
-            out.append(str(path))
-    return out
+def expand_paths(paths: list[str], roots: FileRoots | None = None) -> list[str]:
+    """Files as given, directories walked for *.py (skipping VCS, venv and cache dirs), every one
+    inside the roots (default: the working directory)."""
+    return (roots or FileRoots.from_context(None)).expand(paths, what="payload file")
 
 
 def _lint(code: str, filename: str) -> list[dict[str, Any]]:
@@ -90,14 +81,15 @@ class AnalyzeTask(TaskType):
         paths = ([payload["file"]] if payload.get("file") else []) + list(payload.get("files") or [])
         issues: list[dict[str, Any]] = []
         checked = 0
-        missing = [p for p in paths if not Path(p).exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"no such file or directory on the worker: {', '.join(missing)} (cwd {os.getcwd()}); "
-                "send the code inline as 'sources' when the worker does not share your disk"
-            )
-        for filename in expand_paths(paths):
-            code = Path(filename).read_text(encoding="utf-8", errors="replace")
+        roots = self.roots(context)
+        try:
+            files = expand_paths(paths, roots)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"no such file or directory on the worker: {exc.filename!r} (roots: "
+                                    f"{roots.describe()}); send the code inline as 'sources' when the worker does "
+                                    "not share your disk") from None
+        for filename in files:
+            code = roots.read_text(filename)
             issues.extend(_lint(code, filename))
             checked += 1
         for filename, code in (payload.get("sources") or {}).items():
@@ -107,7 +99,13 @@ class AnalyzeTask(TaskType):
 
     def split(self, payload: dict[str, Any], n: int) -> list[dict[str, Any]]:
         paths = ([payload["file"]] if payload.get("file") else []) + list(payload.get("files") or [])
-        units: list[tuple[str, str | None]] = [(p, None) for p in expand_paths(paths)]
+        roots = self.roots()
+        units: list[tuple[str, str | None]] = []
+        for path in paths:
+            try:
+                units += [(p, None) for p in expand_paths([path], roots)]
+            except FileNotFoundError:  # its shard fails with the reason, like any other task
+                units.append((path, None))
         units += [(name, code) for name, code in (payload.get("sources") or {}).items()]
         if not units:
             return [payload]

@@ -10,11 +10,15 @@ Third-party types register under the entry-point group `mahavishnu.task_types`:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pools.errors import InvalidInput, describe_validation_error
+from pools.file_roots import FileRoots
+
+if TYPE_CHECKING:
+    from pools.task_types import TaskTypeRegistry
 
 
 class RunContext(BaseModel):
@@ -24,6 +28,9 @@ class RunContext(BaseModel):
 
     worker_type: str = "terminal-qwen"
     prompt_commands: dict[str, list[str]] = {}
+    file_roots: dict[str, Any] | None = None  # FileRoots.to_context(): where a task may read files
+    max_result_bytes: int | None = None
+    worker_memory_bytes: int | None = None
 
 
 class TaskType:
@@ -34,6 +41,17 @@ class TaskType:
     executes_code: ClassVar[bool] = False
     # Safe to run twice: a task orphaned by a dead server is re-queued rather than failed.
     idempotent: ClassVar[bool] = False
+    registry: TaskTypeRegistry | None = None  # set when the server's registry loads it
+
+    def roots(self, context: RunContext | None = None) -> FileRoots:
+        """Where this task may read files: the roots sent with the task, else the server's (in split),
+        else the working directory. Read every path through it (pools.file_roots)."""
+        if context is not None and context.file_roots is not None:
+            return FileRoots.from_context(context.file_roots)
+        if self.registry is not None and self.registry.file_roots is not None:
+            server = self.registry.file_roots
+            return FileRoots(server.roots, server.client_roots, server.caps)  # a fresh byte count
+        return FileRoots.from_context(None)
 
     @classmethod
     def validate_payload(cls, payload: dict[str, Any]) -> dict[str, Any]:

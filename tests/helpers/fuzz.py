@@ -91,6 +91,15 @@ DOMAIN_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("pools_close", {"pool": "ghost"}, "pool_not_found", "pool"),
     ("pools_scale", {"pool": "default", "target": 99}, "invalid_input", "target"),
     ("pools_discover", {"ecosystem_file": "/nonexistent/eco.yaml"}, "invalid_input", "ecosystem_file"),
+    # the trust boundary (SECURITY.md): names in full, no client-given paths or secrets, no metadata address
+    ("pools_register", {"name": "default\n"}, "invalid_input", "name"),
+    ("pools_register", {"name": "k", "type": "kubernetes", "kubeconfig": "/root/.kube/config"}, "invalid_input",
+     "kubeconfig"),
+    ("pools_register", {"name": "b", "type": "session-buddy", "endpoint": "http://169.254.169.254/mcp"},
+     "invalid_input", "endpoint"),
+    ("pools_register", {"name": "b", "type": "session-buddy", "endpoint": "http://127.0.0.1:9/mcp",
+                        "credential": "nope"}, "invalid_input", "credential"),
+    ("pools_memory_sync", {"endpoint": "http://10.1.2.3:8678/mcp"}, "invalid_input", "endpoint"),
 ]
 
 

@@ -35,7 +35,7 @@ def start_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",),
     port = [] if "--port" in args else ["--port", "0"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *command, *port,
                              "--log-level", "warning", *args],
-                            cwd=ROOT, env=cli_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=home.parent, env=cli_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None
     stderr: list[str] = []
@@ -73,5 +73,6 @@ def running_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",)
 
 
 def run_cli(home: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=cli_env(home, **env),
+    # The test's directory is the working directory, so it is the file root (as a project would be).
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=home.parent, env=cli_env(home, **env),
                           capture_output=True, text=True, timeout=timeout)

@@ -20,7 +20,7 @@ from tests.helpers.server import ROOT, cli_env, run_cli, running_server, write_s
 async def test_stdio_server_serves_every_tool(home: Path, tmp_path: Path) -> None:
     write_settings(home)
     params = StdioServerParameters(command=sys.executable, args=[str(ROOT / "cli.py"), "serve", "--stdio"],
-                                   env=cli_env(home), cwd=str(ROOT))
+                                   env=cli_env(home), cwd=str(tmp_path))
     src = tmp_path / "s.py"
     src.write_text("x = 1\n")
     async with Client(params) as client:

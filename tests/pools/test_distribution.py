@@ -111,10 +111,11 @@ async def test_a_pool_killed_mid_distribution_has_its_shards_retried_elsewhere(g
     assert sorted(x for s in out.shards for x in s.result["doubled"]) == [2, 4, 6, 8]
 
 
-async def test_a_task_that_fails_by_itself_is_not_retried(manager: PoolManager) -> None:
+async def test_a_task_that_fails_by_itself_is_not_retried(manager: PoolManager, tmp_path: Path) -> None:
     await manager.register(PoolConfig(name="a", min_workers=1, max_workers=1))
     await manager.register(PoolConfig(name="b", min_workers=1, max_workers=1))
-    out = await manager.distribute("analyze", {"files": ["/nonexistent/a.py", "/nonexistent/b.py"]},
+    missing = [str(tmp_path / "missing" / "a.py"), str(tmp_path / "missing" / "b.py")]
+    out = await manager.distribute("analyze", {"files": missing},
                                    DistributionStrategy.ROUND_ROBIN)
     assert out.failed == 2 and out.retried == 0
     assert all("no such file" in (s.error or "") for s in out.shards)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from pools.credentials import KubeAccess
 from pools.errors import PoolUnavailable
 from pools.models import PoolConfig
 
@@ -29,34 +29,34 @@ class Clients:
     where: str
 
 
-def connect(config: PoolConfig) -> Clients:
-    """Blocking: builds the API clients (reads the kubeconfig)."""
+def connect(config: PoolConfig, access: KubeAccess | None = None) -> Clients:
+    """Blocking: builds the API clients (reads the kubeconfig). `access` is what the manager
+    checked against the operator's settings (pools.credentials, pools.egress)."""
     from kubernetes import client
     from kubernetes import config as kube_config
 
-    c = config
+    a = access or KubeAccess()
     cfg = client.Configuration()
-    if c.endpoint:  # an explicit API URL (and token)
-        cfg.host = c.endpoint.rstrip("/")
-        token = os.environ.get(c.api_token_env) if c.api_token_env else None
-        if token:
-            cfg.api_key = {"authorization": token}
-            cfg.api_key_prefix = {"authorization": "Bearer"}
-        cfg.verify_ssl = c.endpoint.startswith("https://")
+    if a.host:  # an API URL the operator allows, with the credential bound to it
+        cfg.host = a.host
+        cfg.verify_ssl = a.host.startswith("https://")
     else:
         try:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=c.kubeconfig, context=c.kube_context, client_configuration=cfg)
+                config_file=a.kubeconfig, context=a.context, client_configuration=cfg)
         except Exception as kube_error:  # no kubeconfig: inside a cluster, perhaps
             try:
                 kube_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             except Exception:
-                raise PoolUnavailable(f"no Kubernetes configuration: {kube_error}; set KUBECONFIG, pass "
-                                      "--kubeconfig/--kube-context, or --endpoint with --api-token-env",
-                                      field="kubeconfig") from kube_error
+                raise PoolUnavailable(f"no Kubernetes configuration: {kube_error}; the operator sets kubeconfig "
+                                      "(or KUBECONFIG) and kube_contexts in settings.yaml",
+                                      field="kube_context") from kube_error
+    if a.token:
+        cfg.api_key = {"authorization": a.token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
     cfg.retries = 0  # we retry ourselves, with backoff and Retry-After (set before the client is built)
     api_client = client.ApiClient(cfg)
-    where = c.endpoint or c.kube_context or "the configured cluster"
+    where = config.endpoint or config.kube_context or "the configured cluster"
     return Clients(client.CoreV1Api(api_client), client.BatchV1Api(api_client), client.AppsV1Api(api_client),
                    client.AutoscalingV2Api(api_client), where)
 

@@ -29,6 +29,7 @@ from pools.backends.base import BackendSnapshot, Job, JobQueue, PoolBackend, Tas
 from pools.backends.kubernetes import api, jobs, manifests
 from pools.backends.kubernetes.informer import Health, Informer
 from pools.backends.kubernetes.warm import WarmPool
+from pools.credentials import KubeAccess
 from pools.errors import InvalidInput, PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 from pools.task_types.stdlib_runs import STDLIB_RUNS
@@ -61,12 +62,13 @@ class _Run:
 
 class KubernetesBackend(JobQueue, PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, context: dict[str, Any],
-                 poll_interval: float = 0.5, pending_timeout: float = 120.0, ttl_after_finished: int = 300,
+                 access: KubeAccess | None = None, poll_interval: float = 0.5, pending_timeout: float = 120.0, ttl_after_finished: int = 300,
                  degraded_after: float = 10.0, failed_after: float = 120.0,
                  enabled_task_types: list[str] | None = None, watch_timeout: int = 240) -> None:
         PoolBackend.__init__(self, pool_id, config, sink)
         JobQueue.__init__(self)
         self._context = context
+        self._access = access  # checked by the manager against the operator's settings
         self._poll = poll_interval
         self._pending_timeout = pending_timeout
         self._ttl = ttl_after_finished
@@ -96,7 +98,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
     async def _connect(self) -> api.Clients:
         if self.api is None:
             try:
-                self.api = await asyncio.to_thread(api.connect, self.config)
+                self.api = await asyncio.to_thread(api.connect, self.config, self._access)
             except Exception as exc:
                 raise self._explain(exc, "connecting") from exc
         return self.api
