@@ -129,6 +129,7 @@ def valid_plan(name: str, gate: str) -> list[dict[str, Any]]:
                                                        "args": [gate]}}},
         {"tool": "pools_cancel", "args": {"task_id": "$17.task.task_id"}},
         {"tool": "pools_close", "args": {"pool": name}},
+        {"tool": "pools_credentials", "args": {}},
     ]
 
 
