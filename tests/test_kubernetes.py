@@ -584,7 +584,10 @@ async def test_warm_accepts_only_what_the_server_enables(home: Path, kube: FakeK
     from pools.backends.kubernetes import KubernetesBackend
 
     config = cluster(kube, warm=True)
-    backend = KubernetesBackend("pool_x", config, None, context={}, enabled_task_types=["echo"])  # type: ignore
+    async with PoolManager(settings_for(home, kube)) as manager:
+        access = await manager.kube_access(config)  # the API URL and the token the operator bound to it
+    backend = KubernetesBackend("pool_x", config, None, context={}, access=access,  # type: ignore[arg-type]
+                                enabled_task_types=["echo"])
     assert backend.accepts("echo") is None
     assert "run only echo" in (backend.accepts("shell") or "")
 
@@ -608,7 +611,10 @@ async def test_warm_mode_converges_on_a_changed_image(home: Path, kube: FakeKube
     from pools.backends.kubernetes.warm import APPLY
 
     config = cluster(kube, warm=True)
-    backend = KubernetesBackend("pool_x", config, None, context={}, enabled_task_types=["echo"])  # type: ignore
+    async with PoolManager(settings_for(home, kube)) as manager:
+        access = await manager.kube_access(config)  # the API URL and the token the operator bound to it
+    backend = KubernetesBackend("pool_x", config, None, context={}, access=access,  # type: ignore[arg-type]
+                                enabled_task_types=["echo"])
     k = await backend._connect()
     body = warm_deployment(config, "pool_x", ["echo"])
     kube.add_namespace("tasks")

@@ -62,7 +62,8 @@ class _Run:
 
 class KubernetesBackend(JobQueue, PoolBackend):
     def __init__(self, pool_id: str, config: PoolConfig, sink: TaskSink, *, context: dict[str, Any],
-                 access: KubeAccess | None = None, poll_interval: float = 0.5, pending_timeout: float = 120.0, ttl_after_finished: int = 300,
+                 access: KubeAccess | None = None, poll_interval: float = 0.5, pending_timeout: float = 120.0,
+                 ttl_after_finished: int = 300,
                  degraded_after: float = 10.0, failed_after: float = 120.0,
                  enabled_task_types: list[str] | None = None, watch_timeout: int = 240) -> None:
         PoolBackend.__init__(self, pool_id, config, sink)
