@@ -50,7 +50,8 @@ def kube() -> Iterator[FakeKube]:
 
 
 def settings_for(home: Path, kube: FakeKube, **overrides: object) -> Any:
-    os.environ.update(TEST_KUBE_TOKEN="kube-token", TEST_KUBE_WRONG="not-the-token", TEST_ROLE_TOKEN="role-token")
+    os.environ.update(TEST_KUBE_TOKEN="kube-token", TEST_KUBE_WRONG="not-the-token", TEST_ROLE_TOKEN="role-token",
+                      TEST_WARM_TOKEN="warm-role-token")
     base: dict[str, object] = {"k8s_poll_interval_s": 0.05, "k8s_pending_timeout_s": 3.0,
                                "enabled_task_types": ["analyze", "echo", "python", "shell"]}
     if REAL:
@@ -59,7 +60,7 @@ def settings_for(home: Path, kube: FakeKube, **overrides: object) -> Any:
         # The operator binds each token to the loopback API server, and nowhere else.
         base["credentials"] = {name: {"env": env, "endpoints": [kube.url]}
                                for name, env in (("kube", "TEST_KUBE_TOKEN"), ("wrong", "TEST_KUBE_WRONG"),
-                                                 ("role", "TEST_ROLE_TOKEN"))}
+                                                 ("role", "TEST_ROLE_TOKEN"), ("warm", "TEST_WARM_TOKEN"))}
     base.update(overrides)
     return make_settings(home, **base)
 
@@ -378,14 +379,14 @@ async def test_a_restart_adopts_the_running_job(home: Path, kube: FakeKube, gate
 @fake_only
 async def test_a_job_that_finished_while_no_one_watched_is_read(home: Path, kube: FakeKube, gate: Path) -> None:
     os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home)) as first:
+    async with PoolManager(settings_for(home, kube)) as first:
         await first.register(cluster(kube))
         task = await first.submit("k8s", "shell", gated(gate))
         await wait_until(lambda: first.get_task(task.task_id).state is TaskState.RUNNING, what="running")
     gate.touch()
     await wait_until(lambda: any(c["type"] == "Complete" for c in kube.jobs()[0]["status"].get("conditions", [])),
                      what="the Job to complete while no server runs")
-    async with PoolManager(settings_for(home)) as second:
+    async with PoolManager(settings_for(home, kube)) as second:
         done = await second.wait(task.task_id, 60)
         assert done.state is TaskState.COMPLETED and done.result["stdout"] == "done\n"
     assert job_posts(kube) == 1
@@ -539,16 +540,15 @@ async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kub
 @fake_only
 async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(home: Path, kube: FakeKube) -> None:
     os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    async with PoolManager(settings_for(home, k8s_pending_timeout_s=60)) as manager:  # a peer may start slowly
+    async with PoolManager(settings_for(home, kube, k8s_pending_timeout_s=60)) as manager:  # a peer may start slowly
         await warm_mode_runs(manager, kube, "tasks")
 
 
 @fake_only
 async def test_warm_mode_needs_only_its_roles(home: Path, kube: FakeKube) -> None:
     kube.add_namespace("team")
-    os.environ["TEST_WARM_TOKEN"] = "warm-role-token"
-    async with PoolManager(settings_for(home, k8s_pending_timeout_s=60)) as manager:
-        await warm_mode_runs(manager, kube, "team", api_token_env="TEST_WARM_TOKEN")
+    async with PoolManager(settings_for(home, kube, k8s_pending_timeout_s=60)) as manager:
+        await warm_mode_runs(manager, kube, "team", credential="warm")
 
 
 async def warm_mode_runs(manager: PoolManager, kube: FakeKube, ns: str, **overrides: object) -> None:
