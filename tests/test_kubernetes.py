@@ -396,9 +396,9 @@ async def test_a_job_that_finished_while_no_one_watched_is_read(home: Path, kube
 def test_api_errors_keep_the_status_message(kube: FakeKube) -> None:
     """What the API server says is what the user reads (here etcd refusing an oversized object)."""
     from pools.backends.kubernetes import api
+    from pools.credentials import KubeAccess
 
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
-    clients = api.connect(cluster(kube))
+    clients = api.connect(cluster(kube), KubeAccess(host=kube.url, token="kube-token"))
     kube.add_namespace("tasks")
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"x": "y" * (2 << 20)}}
     with pytest.raises(Exception) as info:
