@@ -33,8 +33,7 @@ from tests.helpers.kube_api import FakeKube
 def pool_config(kube: FakeKube, jobs: int) -> PoolConfig:
     os.environ["BENCH_KUBE_TOKEN"] = "bench"
     return PoolConfig.model_validate({"name": "bench", "type": PoolType.KUBERNETES, "namespace": "bench",
-                                      "max_workers": jobs, "endpoint": kube.url,
-                                      "api_token_env": "BENCH_KUBE_TOKEN"})
+                                      "max_workers": jobs, "endpoint": kube.url, "credential": "bench"})
 
 
 async def measure(jobs: int, window: float) -> dict[str, float]:
@@ -42,7 +41,9 @@ async def measure(jobs: int, window: float) -> dict[str, float]:
     gate = home / "gate"
     kube = FakeKube(token="bench")
     kube.start()
-    settings = Settings.load(home, default_pool=False, enabled_task_types=["shell"])
+    settings = Settings.load(home, default_pool=False, enabled_task_types=["shell"], max_workers_per_pool=jobs,
+                             credentials={
+        "bench": {"env": "BENCH_KUBE_TOKEN", "endpoints": [kube.url]}})  # the operator binds the token to it
     arrived: dict[str, float] = {}
     try:
         async with PoolManager(settings) as m:
