@@ -112,8 +112,8 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
 
         assert target.url is not None
         try:
-            reply = await PeerClient(target.url, target.token).call(name, args, read_timeout or 300.0, progress,
-                                                                    follow=True)
+            client = PeerClient(target.url, target.token, resumable=True)  # a long execute survives a blip
+            reply = await client.call(name, args, read_timeout or 300.0, progress, follow=True)
         except PoolUnavailable as exc:
             raise CliError(unreachable_message(target, exc), EXIT_UNREACHABLE) from exc
         return reply

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from mcp_server import __version__, runtime
 from mcp_server.auth import BearerAuth, check_bind
+from mcp_server.events import RETRY_MS, BoundedEventStore
 from mcp_server.server import build_server
 from pools.errors import PoolError
 from pools.manager import PoolManager
@@ -152,7 +153,10 @@ def http_app(manager: PoolManager, settings: Settings, opts: HttpOptions, peer: 
     for path, handler in (("/health", health), ("/healthz", healthz), ("/mcp/health", health),
                           ("/metrics", metrics)):
         server.custom_route(path, methods=["GET"])(handler)
-    app = server.streamable_http_app(streamable_http_path="/mcp", host=opts.host)
+    # Resumable streams (mcp_server/events.py): a client whose stream broke mid-call reconnects
+    # with Last-Event-ID and gets the progress and result it missed.
+    app = server.streamable_http_app(streamable_http_path="/mcp", host=opts.host, event_store=BoundedEventStore(),
+                                     retry_interval=RETRY_MS)
     return BearerAuth(app, opts.token) if opts.token else app
 
 

@@ -118,10 +118,14 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 class PeerClient:
-    def __init__(self, endpoint: str, token: str | None = None, connect_timeout: float = 5.0) -> None:
+    def __init__(self, endpoint: str, token: str | None = None, connect_timeout: float = 5.0,
+                 resumable: bool = False) -> None:
         self.endpoint = endpoint
         self.token = token
         self.connect_timeout = connect_timeout
+        # resumable: speak the session protocol, whose streams a server with an event store lets a
+        # client resume after a dropped connection (the stateless 2026 protocol cancels instead).
+        self.mode = "legacy" if resumable else "auto"
 
     def _http(self, read_timeout: float) -> Any:
         import httpx2
@@ -141,7 +145,8 @@ class PeerClient:
 
         http = self._http(timeout + 5)
         try:
-            async with http, Client(streamable_http_client(self.endpoint, http_client=http)) as client:
+            async with http, Client(streamable_http_client(self.endpoint, http_client=http),
+                                    mode=self.mode) as client:
                 # The SDK re-checks each result against the tool's output schema and lists every
                 # tool first to get it: a round trip and a jsonschema compile per session. Our
                 # callers read replies field by field and a real Session-Buddy has no schemas.
