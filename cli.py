@@ -93,11 +93,12 @@ async def call_tool(target: Target, name: str, args: dict[str, Any], progress: A
         from pools.errors import PoolError
         from pools.manager import PoolManager
 
-        manager = PoolManager()
         try:
+            manager = PoolManager()
             await manager.start()
         except PoolError as exc:
-            raise CliError(exc.message, EXIT_UNREACHABLE if exc.code == "store_busy" else EXIT_FAILED) from exc
+            code = {"store_busy": EXIT_UNREACHABLE, "invalid_input": EXIT_USAGE}.get(exc.code, EXIT_FAILED)
+            raise CliError(exc.message, code) from exc
         try:
             async with Client(build_server(manager, log_level="WARNING")) as client:
                 reply = read_reply(await client.call_tool(name, args, progress_callback=progress))

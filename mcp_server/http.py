@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -69,10 +71,11 @@ def listen(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        if exc.errno == 98 or isinstance(exc, PermissionError):  # EADDRINUSE, or a privileged port
-            raise PortBusy(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
-                           f"or stop what uses it", field="port") from exc
-        raise PortBusy(f"cannot listen on {host}:{port}: {exc.strerror or exc}", field="host") from exc
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):  # taken, or a privileged port
+            raise PortBusy(f"cannot listen on {host}:{port}: {why}; choose another --port or stop what uses it",
+                           field="port") from exc
+        raise PortBusy(f"cannot listen on {host}:{port}: {why}", field="host") from exc
 
 
 class StopSignal:

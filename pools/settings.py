@@ -191,41 +191,72 @@ class Settings(BaseModel):
 
     @classmethod
     def load(cls, home: Path | None = None, **overrides: object) -> Settings:
-        """Read settings.yaml from the home directory, then apply environment and overrides."""
+        """Read settings.yaml from the home directory, then apply environment and overrides.
+        Any problem is one InvalidInput line naming where the bad value came from."""
         home = home or default_home()
-        data: dict[str, object] = {}
         path = home / "settings.yaml"
-        if path.exists():
-            import yaml
-
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise InvalidInput(f"{path} is not valid YAML: {exc}") from exc
-            if not isinstance(loaded, dict):
-                raise InvalidInput(f"{path} must hold a mapping of setting names to values")
-            data.update(loaded)
-            if "peer_tokens" in data:
-                raise InvalidInput(
-                    f"peer_tokens in {path} was replaced by credentials: declare each token as "
-                    "`credentials: {NAME: {env: VARIABLE, endpoints: [URL]}}` (or `file: PATH`), so it is only "
-                    "ever sent to the endpoints listed", field="peer_tokens")
+        data = _read_file(path, set(cls.model_fields) - {"home"})
+        source = {key: str(path) for key in data}
         listed = data.get("enabled_task_types")
         if listed is not None and not isinstance(listed, list):
-            raise InvalidInput(f"enabled_task_types in {path} must be a list of task type names",
-                               field="enabled_task_types")
+            raise InvalidInput(f"{path}: enabled_task_types must be a list of task type names, "
+                               f"not {listed!r}", field="enabled_task_types")
         enabled: list[str] = list(listed) if listed is not None else ["analyze", "echo"]
         extra = os.environ.get("MAHAVISHNU_ENABLE_TASK_TYPES", "")
         enabled += [t.strip() for t in extra.split(",") if t.strip() and t.strip() not in enabled]
         data["enabled_task_types"] = enabled
-        for env, key in (("MAHAVISHNU_IDLE_TIMEOUT", "idle_timeout_s"),
-                         ("MAHAVISHNU_RETENTION_DAYS", "retention_days")):
+        for env, key in ENVIRONMENT.items():
             if os.environ.get(env):
                 data[key] = os.environ[env]
+                source[key] = f"{env}={os.environ[env]!r}"
         data.update(overrides)
+        source.update({key: "the caller's override" for key in overrides})
         data["home"] = home
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             message, field = describe_validation_error(exc)
-            raise InvalidInput(f"bad setting in {path} or the environment: {message}", field=field) from exc
+            where = source.get((field or "").split(".")[0], str(path))
+            raise InvalidInput(f"{where}: {message}", field=field) from exc
+
+
+RETIRED = {  # settings that were replaced: what to write instead
+    "peer_tokens": "was replaced by credentials: declare each token as `credentials: {NAME: {env: VARIABLE, "
+                   "endpoints: [URL]}}` (or `file: PATH`), so it is only ever sent to the endpoints listed",
+}
+ENVIRONMENT = {"MAHAVISHNU_IDLE_TIMEOUT": "idle_timeout_s", "MAHAVISHNU_RETENTION_DAYS": "retention_days"}
+
+
+def _read_file(path: Path, known: set[str]) -> dict[str, object]:
+    """The settings file as a mapping (empty when there is none); a malformed file or an unknown
+    key (a typo would otherwise be silently ignored) is one line naming the place."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInput(f"{where}: not valid YAML: {problem}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InvalidInput(f"{path}: must be a mapping of setting names to values, not a "
+                           f"{type(loaded).__name__}")
+    for key in loaded:
+        if key in RETIRED:
+            raise InvalidInput(f"{path}: {key} {RETIRED[key]}", field=str(key))
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"the settings are: {', '.join(sorted(known))}"
+            raise InvalidInput(f"{path}: unknown setting {key!r}; {hint}", field=str(key))
+    return {str(k): v for k, v in loaded.items()}

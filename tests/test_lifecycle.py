@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -278,3 +279,34 @@ def test_a_busy_state_directory_names_its_owner(home: Path, tmp_path: Path) -> N
         gate.touch()
         first.wait(60)
     assert first.returncode == 0
+
+
+@pytest.mark.parametrize(("settings", "env", "expected"), [
+    ("idle_timeout_s: [1,\n", {}, "{file}:2:1: not valid YAML: expected the node content, but found '<stream end>'"),
+    ("idle_timout_s: 3\n", {}, "{file}: unknown setting 'idle_timout_s'; did you mean 'idle_timeout_s'?"),
+    ("- echo\n", {}, "{file}: must be a mapping of setting names to values, not a list"),
+    ("retention_days: 0\n", {}, "{file}: retention_days: Input should be greater than 0"),
+    ("", {"MAHAVISHNU_IDLE_TIMEOUT": "abc"},
+     "MAHAVISHNU_IDLE_TIMEOUT='abc': idle_timeout_s: Input should be a valid number, unable to parse string as a "
+     "number"),
+], ids=["malformed", "unknown-key", "not-a-mapping", "out-of-range", "environment"])
+@pytest.mark.parametrize("command", [("serve",), ("pools", "list")], ids=["serve", "pools-list"])
+def test_configuration_errors_are_one_line(home: Path, settings: str, env: dict[str, str], expected: str,
+                                           command: tuple[str, ...]) -> None:
+    (home / "settings.yaml").write_text(settings)
+    out = run_cli(home, *command, "--port", "0", **env) if command == ("serve",) else run_cli(home, *command, **env)
+    assert out.returncode == 2
+    assert out.stderr == "Error: " + expected.format(file=home / "settings.yaml") + "\n"
+    assert not (home / "server.json").exists()
+
+
+def test_a_busy_port_is_one_line_and_exit_3(home: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli(home, "serve", "--port", str(port))
+    assert out.returncode == 3
+    assert out.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another "
+                          "--port or stop what uses it\n")
+    assert not (home / "owner.lock").exists()  # refused before the state directory was taken
