@@ -86,7 +86,7 @@ DOMAIN_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("pools_task", {"task_id": TASK_ID}, "task_not_found", "task_id"),
     ("pools_cancel", {"task_id": TASK_ID}, "task_not_found", "task_id"),
     ("pools_tasks", {"pool": "ghost"}, "pool_not_found", "pool"),
-    ("pools_distribute", {"task_type": "echo", "pool_filter": "kubernetes"}, "pool_unavailable", "pool"),
+    ("pools_distribute", {"task_type": "echo", "pool_filter": "kubernetes"}, "pool_unavailable", "pool_filter"),
     ("pools_health", {"pool": "ghost"}, "pool_not_found", "pool"),
     ("pools_close", {"pool": "ghost"}, "pool_not_found", "pool"),
     ("pools_scale", {"pool": "default", "target": 99}, "invalid_input", "target"),
