@@ -8,7 +8,9 @@ seen from the API server:
         └── pods/status (strategic merge patch) ◀──┴── launch.py ─exec─▶ container process ◀┘
         └── pods/log ──HTTPS /containerLogs/ns/pod/c──▶ LogServer (reads the CRI-format files)
 
-- registers a Ready Node (InternalIP, allocatable cpu/memory/pods, kubelet port);
+- registers a Ready Node (InternalIP, allocatable cpu/memory/pods, kubelet port); gives each
+  pod its own loopback address as its IP (127.1.x.y; hostNetwork pods get the node's), so
+  servers in two pods can bind one port on $(POD_IP) from a status.podIP fieldRef;
 - a container is its command+args, run through launch.py with the kubelet's environment:
   envFrom, env (value with $(VAR) expansion and $$ escaping, fieldRef, resourceFieldRef,
   secretKeyRef, configMapKeyRef), then command and args expanded over the whole environment;
@@ -124,6 +126,7 @@ class PodWorker(threading.Thread):
         self.sent: dict[str, Any] | None = None
         self.transitions: dict[str, tuple[str, str]] = {}
         self.policy = pod["spec"].get("restartPolicy", "Always")
+        self.ip = agent.config.address if pod["spec"].get("hostNetwork") else agent.allocate_ip()
 
     # called from the watch thread
     def update(self, pod: dict[str, Any] | None) -> None:
@@ -232,7 +235,7 @@ class PodWorker(threading.Thread):
             return
         objects = Objects(self.agent.api, self.key[0])
         try:
-            env = container_env(self.pod, c.spec, objects, self.agent.config, self.agent.service_env(self.pod))
+            env = container_env(self.view(), c.spec, objects, self.agent.config, self.agent.service_env(self.pod))
             self.check_user(c.spec)
         except (ConfigError, ApiError) as exc:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
@@ -339,7 +342,7 @@ class PodWorker(threading.Thread):
     def probe(self, c: Container) -> None:
         spec = c.spec["readinessProbe"]
         c.next_probe = time.time() + spec.get("periodSeconds", 10)
-        ok = http_probe(spec, c.spec, self.agent.config.address)
+        ok = http_probe(spec, c.spec, self.ip)
         if ok:
             c.probe_ok, c.probe_failed = c.probe_ok + 1, 0
             if c.probe_ok >= spec.get("successThreshold", 1):
@@ -396,7 +399,7 @@ class PodWorker(threading.Thread):
         objects = Objects(self.agent.api, self.key[0])
         for volume in self.pod["spec"].get("volumes", []):
             if "hostPath" not in volume:
-                make_volume(volume, self.dir / "volumes" / volume["name"], self.pod, objects, self.agent.api)
+                make_volume(volume, self.dir / "volumes" / volume["name"], self.view(), objects, self.agent.api)
 
     def mounts_for(self, c: Container) -> list[dict[str, Any]]:
         volumes = {v["name"]: v for v in self.pod["spec"].get("volumes", [])}
@@ -443,11 +446,18 @@ class PodWorker(threading.Thread):
                 {"type": "Ready", "status": ready, "reason": reason, "message": message},
                 {"type": "ContainersReady", "status": ready, "reason": reason, "message": message}]
 
+    def addresses(self) -> dict[str, Any]:
+        host = self.agent.config.address
+        return {"hostIP": host, "hostIPs": [{"ip": host}], "podIP": self.ip, "podIPs": [{"ip": self.ip}]}
+
+    def view(self) -> dict[str, Any]:
+        """The pod with the addresses this agent gave it, for fieldRefs read before the API has them."""
+        return {**self.pod, "status": {**self.pod.get("status", {}), **self.addresses()}}
+
     def report(self) -> None:
-        ip = self.agent.config.address
         status: dict[str, Any] = {
             "phase": self.phase, "reason": self.reason, "message": self.message or self.pending_message,
-            "hostIP": ip, "hostIPs": [{"ip": ip}], "podIP": ip, "podIPs": [{"ip": ip}],
+            **self.addresses(),
             "startTime": self.start_time,
             "conditions": self.conditions(), "containerStatuses": [c.status() for c in self.containers]}
         if status == self.sent or self.deleted:
@@ -497,10 +507,11 @@ class Agent:
         self.config = config
         self.api = Api(config.api, config.token, config.ca_file)
         self.workers: dict[str, PodWorker] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # PodWorker() takes it again for an address
         self.log_cond = threading.Condition()
         self.mount_points = MountPoints()
         self.master_env: dict[str, str] | None = None
+        self.ips = 0
 
     def register(self) -> None:
         c = self.config
@@ -534,6 +545,12 @@ class Agent:
                                "architecture": "amd64"}}
         self.api.request("PATCH", f"/api/v1/nodes/{c.node_name}/status", {"status": status},
                          "application/strategic-merge-patch+json")
+
+    def allocate_ip(self) -> str:
+        """Each pod its own loopback address (127.1.0.0/16), so servers in pods can bind the same port."""
+        with self.lock:
+            self.ips = self.ips % 65533 + 1
+            return f"127.1.{self.ips // 256}.{self.ips % 256}"
 
     def service_env(self, pod: dict[str, Any]) -> dict[str, str]:
         """KUBERNETES_SERVICE_HOST and friends, which a kubelet gives every container."""

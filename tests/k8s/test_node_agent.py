@@ -165,27 +165,34 @@ def test_a_readiness_probe_makes_the_pod_ready(api: Any, namespace: str) -> None
     port = free_port()
     probe = {"httpGet": {"path": "/", "port": "web"}, "periodSeconds": 1}
     core = client.CoreV1Api(api)
-    core.create_namespaced_pod(namespace, pod(
-        "web", ["python", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        container={"readinessProbe": probe, "ports": [{"name": "web", "containerPort": port}]}))
+    env = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    core.create_namespaced_pod(namespace, pod(  # the probe, like a kubelet's, goes to the pod's IP
+        "web", ["python", "-m", "http.server", str(port), "--bind", "$(POD_IP)"],
+        container={"readinessProbe": probe, "ports": [{"name": "web", "containerPort": port}], "env": env}))
     pod_when(api, namespace, "web", lambda p: any(c.type == "Ready" and c.status == "True"
                                                   for c in p.status.conditions or []), "Ready")
     core.delete_namespaced_pod("web", namespace, grace_period_seconds=0)
 
 
-def test_a_deployment_becomes_available_through_the_real_controllers(api: Any, namespace: str) -> None:
+def test_two_replicas_serve_one_port_on_their_own_pod_ips(api: Any, namespace: str) -> None:
     port = free_port()
     labels = {"app": "web"}
-    container = {"name": "web", "image": IMAGE, "command": ["python", "-m", "http.server", str(port),
-                                                             "--bind", "127.0.0.1"],
+    container = {"name": "web", "image": IMAGE,
+                 "command": ["python", "-m", "http.server", str(port), "--bind", "$(POD_IP)"],
+                 "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
                  "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1}}
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(namespace, {
         "metadata": {"name": "web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
                  "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}})
-    eventually(lambda: apps.read_namespaced_deployment_status("web", namespace).status.available_replicas == 1,
-               "the Deployment to be available")
+    eventually(lambda: apps.read_namespaced_deployment_status("web", namespace).status.available_replicas == 2,
+               "the Deployment's two replicas to be available")
+    ips = sorted(p.status.pod_ip for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items)
+    assert len(set(ips)) == 2 and all(ip.startswith("127.") for ip in ips)
+    for ip in ips:  # each replica answers on its own loopback address
+        with socket.create_connection((ip, port), timeout=30):
+            pass
     apps.delete_namespaced_deployment("web", namespace, propagation_policy="Foreground")
     eventually(lambda: gone(lambda: apps.read_namespaced_deployment("web", namespace)), "the Deployment to go")
     assert client.CoreV1Api(api).list_namespaced_pod(namespace).items == []
