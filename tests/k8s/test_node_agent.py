@@ -111,7 +111,8 @@ def test_deleting_a_pod_stops_its_process_gracefully(kube_cluster: KubeCluster, 
     core.delete_namespaced_pod("sleeper", namespace, grace_period_seconds=60)
     eventually(lambda: gone(lambda: core.read_namespaced_pod("sleeper", namespace)), "the deleted pod to go")
     assert marker.exists()
-    assert f"{namespace}/sleeper" not in kube_cluster.agent_status()["pods"]
+    eventually(lambda: f"{namespace}/sleeper" not in kube_cluster.agent_status()["pods"],
+               "the agent to see the pod's deletion")
 
 
 def test_following_a_log_streams_until_the_container_ends(api: Any, namespace: str, tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def test_two_replicas_serve_one_port_on_their_own_pod_ips(api: Any, namespace: s
             pass
     apps.delete_namespaced_deployment("web", namespace, propagation_policy="Foreground")
     eventually(lambda: gone(lambda: apps.read_namespaced_deployment("web", namespace)), "the Deployment to go")
-    assert client.CoreV1Api(api).list_namespaced_pod(namespace).items == []
+    eventually(lambda: client.CoreV1Api(api).list_namespaced_pod(namespace).items == [], "its pods to go")
 
 
 def test_a_pod_failure_policy_sees_the_exit_code(api: Any, namespace: str) -> None:
