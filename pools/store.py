@@ -77,6 +77,8 @@ CREATE INDEX IF NOT EXISTS tasks_pool_state_created ON tasks(pool_id, state, cre
 CREATE INDEX IF NOT EXISTS tasks_pool_created ON tasks(pool_id, created_at);
 CREATE INDEX IF NOT EXISTS tasks_created ON tasks(created_at);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+-- what a restart reconciles, in submission order, without sorting every unfinished task
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(created_at) WHERE state IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     ts REAL NOT NULL,
@@ -86,6 +88,7 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_pool ON events(pool_id, id);
 """
 
 _COUNTER_COLUMN = {
@@ -296,7 +299,9 @@ class Store:
 
     def unfinished_tasks(self) -> list[sqlite3.Row]:
         return list(self._db.execute(
-            "SELECT * FROM tasks WHERE state IN ('queued', 'running') ORDER BY created_at"))
+            # The planner would take tasks_state_created and sort; this index is already in order.
+            "SELECT * FROM tasks INDEXED BY tasks_unfinished WHERE state IN ('queued', 'running') "
+            "ORDER BY created_at"))
 
     def recent_tasks(self, pool_id: str | None, limit: int, state: str | None = None,
                      task_type: str | None = None) -> list[sqlite3.Row]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.server import run_cli, running_server, write_settings
+from tests.helpers.waiting import wait_until_sync
+from tests.test_peers import free_port
 
 
 def test_embedded_mode_runs_a_real_job_with_nothing_started(home: Path, tmp_path: Path) -> None:
@@ -44,8 +46,9 @@ def test_exit_codes_and_messages(home: Path, tmp_path: Path) -> None:
     assert watch.returncode == 2 and "needs a running server" in watch.stderr
     snapshot = run_cli(home, "pools", "watch", "-f", "json")  # one snapshot works anywhere
     assert snapshot.returncode == 0 and json.loads(snapshot.stdout)["active"] >= 1
-    unreachable = run_cli(home, "pools", "list", "--url", "http://127.0.0.1:9/mcp")
-    assert unreachable.returncode == 3 and "cannot reach the server at http://127.0.0.1:9/mcp" in unreachable.stderr
+    nobody = f"http://127.0.0.1:{free_port()}/mcp"  # free a moment ago: nothing listens there
+    unreachable = run_cli(home, "pools", "list", "--url", nobody)
+    assert unreachable.returncode == 3 and f"cannot reach the server at {nobody}" in unreachable.stderr
     usage = run_cli(home, "pools", "list", "--no-such-option")
     assert usage.returncode == 2
 
@@ -109,8 +112,23 @@ def test_running_server_and_url_modes(home: Path, tmp_path: Path) -> None:
         assert spread.returncode == 0, spread.stderr
         assert "Strategy: map_reduce" in spread.stdout and "✓ Distribution completed" in spread.stdout
         assert "Failed: 0" in spread.stdout and "100%" in spread.stdout
+        # real queued work on a one-worker pool: rebalance moves what waits to the pools with room
+        assert run_cli(home, "pools", "register", "-n", "busy", "-m", "1", "-w", "1").returncode == 0
+        held = tmp_path / "held"
+        waiting = [json.loads(run_cli(home, "pools", "execute", "-p", "busy", "-t", "python", "--no-wait", "-f",
+                                      "json", "--payload", json.dumps({"target": "tests.helpers.tasks:wait_for_file",
+                                                                       "args": [str(held)]})).stdout)["task"]["task_id"]
+                   for _ in range(3)]
+        wait_until_sync(lambda: json.loads(run_cli(home, "pools", "task", waiting[0], "-f", "json").stdout)["state"]
+                        == "running", timeout=60, what="the first task to hold busy's only worker")
         rebalanced = run_cli(home, "pools", "rebalance", "-s", "round_robin")
-        assert rebalanced.returncode == 0 and "✓ Rebalanced (round_robin)" in rebalanced.stdout
+        assert rebalanced.returncode == 0 and "✓ Rebalanced (round_robin): moved 2 queued tasks" in rebalanced.stdout
+        moves = re.findall(r"moved (task_[0-9a-f]{32}): busy → (\S+)", rebalanced.stdout)
+        assert sorted(t for t, _ in moves) == sorted(waiting[1:]) and {p for _, p in moves} == {"default", "served"}
+        held.touch()
+        for task_id in waiting:
+            wait_until_sync(lambda t=task_id: json.loads(run_cli(home, "pools", "task", t, "-f", "json").stdout)[
+                "state"] == "completed", timeout=60, what=f"{task_id} to finish where it was moved")
 
 
 def test_watch_shows_a_live_table_and_exits_cleanly_on_ctrl_c(home: Path) -> None:

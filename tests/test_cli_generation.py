@@ -75,11 +75,33 @@ def test_options_are_the_input_model(group: TyperGroup, spec: cli.ToolSpec) -> N
     assert [p.name for p in command.params if isinstance(p, TyperArgument)] == list(spec.positional)
 
 
+SEED_SHORT: dict[str, dict[str, str]] = {  # each short form the seed documents, and the option it stands for
+    "list": {"-f": "--format"}, "get": {"-f": "--format"},
+    "register": {"-n": "--name", "-t": "--type", "-w": "--max-workers", "-m": "--min-workers", "-r": "--region"},
+    "execute": {"-t": "--task-type", "-p": "--pool", "-T": "--timeout", "-f": "--format"},
+    "distribute": {"-t": "--task-type", "-s": "--strategy", "-T": "--timeout", "-f": "--format"},
+    "health": {"-p": "--pool", "-a": "--all", "-f": "--format"}, "watch": {"-r": "--refresh"},
+    "rebalance": {"-s": "--strategy"}, "task": {"-f": "--format"}, "stats": {"-f": "--format"},
+}
+
+
 @pytest.mark.parametrize("command", sorted(SEED_OPTIONS))
 def test_seed_options_exist_exactly(group: TyperGroup, command: str) -> None:
     names = option_names(group.commands[command])
     missing = SEED_OPTIONS[command] - names
     assert not missing, f"`pools {command}` lacks {missing}"
+    # beyond the seed's, only the tool's own fields and the common options (no stray spellings)
+    spec = next(t for t in TOOLS if t.command == command)
+    ours = {cli.option_name(f) for f in spec.input_model.model_fields} | {cli.option_name(c) for c in cli.COMMON}
+    stray = {n for n in names - SEED_OPTIONS[command] - ours if n.startswith("--") and not n.startswith("--no-")}
+    assert stray == set(), stray
+
+
+@pytest.mark.parametrize("command", sorted(SEED_SHORT))
+def test_seed_short_forms_stand_for_the_documented_options(group: TyperGroup, command: str) -> None:
+    shorts = {short: long for p in group.commands[command].params if isinstance(p, TyperOption)
+              for short in p.opts if not short.startswith("--") for long in p.opts if long.startswith("--")}
+    assert {s: shorts.get(s) for s in SEED_SHORT[command]} == SEED_SHORT[command]
     arguments = [p.name for p in group.commands[command].params if isinstance(p, TyperArgument)]
     assert arguments == SEED_ARGUMENTS.get(command, [])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -18,6 +19,7 @@ from pools.models import PoolConfig, PoolType, RoutingStrategy, TaskState
 from pools.telemetry import METRICS
 from tests.conftest import make_settings
 from tests.helpers.server import running_server, write_settings
+from tests.helpers.waiting import wait_until_sync
 
 EXPORTER = InMemorySpanExporter()
 
@@ -85,12 +87,24 @@ async def test_a_task_and_a_routing_decision_are_traced(home: Path) -> None:
     assert failed.status.status_code.name == "ERROR" and bad.state is TaskState.FAILED
 
 
+def console_spans(lines: list[str]) -> list[dict[str, Any]]:
+    """Spans a process printed with OTEL_TRACES_EXPORTER=console (one JSON object each)."""
+    text, spans, decoder, at = "".join(lines), [], json.JSONDecoder(), 0
+    while (start := text.find("{", at)) != -1:
+        span, at = decoder.raw_decode(text, start)
+        spans.append(span)
+    return spans
+
+
 async def test_trace_context_reaches_a_peer(tmp_path: Path) -> None:
-    """One trace from our task span to the peer's tool call and the peer's own task."""
-    from tests.test_peers import peer, settings_for
+    """One trace from our task span to the peer's tool call and the peer's own task span, which the
+    peer exports itself (OTEL_TRACES_EXPORTER=console)."""
+    from tests.test_peers import GATE, PEER_TYPES, free_port, settings_for
 
     EXPORTER.clear()
-    with peer(tmp_path / "p1") as (url, _):
+    write_settings(tmp_path / "p1", PEER_TYPES, default_pool=False, extra=GATE)
+    with running_server(tmp_path / "p1", "--port", str(free_port()), command=("peer", "serve"),
+                        OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="the-peer") as (url, proc):
         async with PoolManager(settings_for(tmp_path / "main")) as m:
             await m.register(PoolConfig(name="buddy", type=PoolType.SESSION_BUDDY, endpoint=url))
             with trace.get_tracer("test").start_as_current_span("agent request") as root:
@@ -101,6 +115,16 @@ async def test_trace_context_reaches_a_peer(tmp_path: Path) -> None:
     # the MCP client span of the peer call is a child of our task span, in the same trace
     calls = [s for s in EXPORTER.get_finished_spans() if s.parent and s.parent.span_id == ours.context.span_id]
     assert calls, [s.name for s in EXPORTER.get_finished_spans()]
+    # the peer's own task span (its pool, its task) is in the same trace; printed at its exit
+    trace_id = f"0x{root.get_span_context().trace_id:032x}"
+    wait_until_sync(lambda: any(s.get("name") == "task echo" for s in console_spans(proc.printed)), timeout=30,
+                    what="the peer to print its spans as it exits")
+    theirs = [s for s in console_spans(proc.printed) if s["name"] == "task echo"]
+    assert len(theirs) == 1 and theirs[0]["context"]["trace_id"] == trace_id, theirs
+    assert theirs[0]["resource"]["attributes"]["service.name"] == "the-peer"
+    assert theirs[0]["attributes"]["mahavishnu.task.status"] == "completed"
+    assert theirs[0]["attributes"]["mahavishnu.pool.name"].startswith("sb-pool_")
+    assert theirs[0]["attributes"]["mahavishnu.task.id"] != done.task_id  # the peer's task, not ours
 
 
 async def test_events_are_written_as_json_lines(home: Path, tmp_path: Path) -> None:

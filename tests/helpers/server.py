@@ -49,7 +49,10 @@ def start_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",),
     if url is None:
         proc.wait(10)
         raise AssertionError(f"server did not start (exit {proc.returncode}): {''.join(stderr)[-3000:]}")
-    threading.Thread(target=lambda: proc.stdout and proc.stdout.read(), daemon=True).start()
+    # The rest of stdout is kept (a test reads what a server printed, e.g. its console trace export).
+    rest: list[str] = []
+    threading.Thread(target=lambda: rest.extend(proc.stdout or []), daemon=True).start()
+    proc.printed = rest  # type: ignore[attr-defined]
     return url, proc
 
 

@@ -15,6 +15,7 @@ from tests.helpers.fuzz import check_bad_inputs
 from tests.helpers.replies import data
 from tests.helpers.server import running_server, write_settings
 from tests.helpers.waiting import started_markers, wait_until
+from tests.test_peers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,10 @@ async def test_every_tool_over_http_in_each_protocol_mode(server: str, mode: str
         assert data(await client.call_tool("pools_ping", {}))["ok"] is True
         hits = data(await client.call_tool("pools_memory_search", {"query": "analyze"}))
         assert any(h["source"] == "local" and h["task_type"] == "analyze" for h in hits["results"])
-        nobody = data(await client.call_tool("pools_memory_sync", {"endpoint": "http://127.0.0.1:9/mcp"}))
-        assert nobody["pushed"] == 0 and "unreachable" in nobody["error"] or "did not list" in nobody["error"]
+        closed = f"http://127.0.0.1:{free_port()}/mcp"  # free a moment ago: nothing listens there
+        nobody = data(await client.call_tool("pools_memory_sync", {"endpoint": closed}))
+        assert nobody["pushed"] == 0 and nobody["batches"] == 0 and nobody["endpoint"] == closed
+        assert "unreachable" in nobody["error"] or "did not list" in nobody["error"], nobody["error"]
         probe = data(await client.call_tool("pools_discover", {}))
         assert probe["found"][0]["endpoint"] == "http://127.0.0.1:8678/mcp"
         types = {t["name"]: t for t in data(await client.call_tool("pools_task_types", {}))["task_types"]}

@@ -12,6 +12,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_server.registry import TOOLS
 from tests.helpers.fuzz import check_bad_inputs
 from tests.helpers.replies import tool_error
 from tests.helpers.server import ROOT, cli_env, run_cli, running_server, write_settings
@@ -25,7 +26,7 @@ async def test_stdio_server_serves_every_tool(home: Path, tmp_path: Path) -> Non
     src.write_text("x = 1\n")
     async with Client(params) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        assert "pools_execute" in names and "pools_list" in names
+        assert names == {t.name for t in TOOLS}  # every tool, and nothing else
         out = await client.call_tool("pools_execute", {"task_type": "analyze", "payload": {"file": str(src)}})
         assert not out.is_error and out.structured_content["task"]["state"] == "completed"
         bad = await client.call_tool("pools_execute", {"task_type": "nope"})

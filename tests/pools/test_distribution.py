@@ -10,7 +10,7 @@ import pytest
 
 from pools.errors import PoolUnavailable
 from pools.manager import PoolManager
-from pools.models import DistributionStrategy, PoolConfig, PoolType, TaskState
+from pools.models import DistributionStrategy, PoolConfig, PoolType, RebalanceStrategy, TaskState
 from tests.conftest import make_settings
 from tests.helpers.waiting import wait_until
 
@@ -137,6 +137,27 @@ async def test_rebalance_moves_queued_tasks_to_pools_with_room(gated: PoolManage
     assert {f.task_id for f in finished if f.pool_id == roomy} == {m.task_id for m in report.moved}
     again = await gated.rebalance()
     assert again.moved == []
+
+
+@pytest.mark.parametrize("strategy", [RebalanceStrategy.ROUND_ROBIN, RebalanceStrategy.RANDOM])
+async def test_rebalance_spreads_queued_work_by_its_strategy(gated: PoolManager, gate: Path,
+                                                             strategy: RebalanceStrategy) -> None:
+    await gated.register(PoolConfig(name="busy", min_workers=1, max_workers=1))
+    await gated.register(PoolConfig(name="a", min_workers=1, max_workers=2))
+    await gated.register(PoolConfig(name="b", min_workers=1, max_workers=2))
+    tasks = [await gated.submit("busy", "gate", {"gate": str(gate), "items": [i]}) for i in range(5)]
+    await wait_until(lambda: started(gate) == 1, what="the first task to hold busy's only worker")
+    report = await gated.rebalance(strategy)
+    assert report.strategy is strategy and all(m.from_pool == "busy" for m in report.moved)
+    targets = [m.to_pool for m in report.moved]
+    assert len(targets) == 4 and set(targets) <= {"a", "b"}
+    if strategy is RebalanceStrategy.ROUND_ROBIN:
+        assert targets.count("a") == targets.count("b") == 2 and targets[0] != targets[1]
+    gate.touch()
+    finished = {t.task_id: await gated.wait(t.task_id, 30) for t in tasks}
+    assert all(f.state is TaskState.COMPLETED for f in finished.values())
+    for move in report.moved:  # each ran where it was moved
+        assert finished[move.task_id].pool_id == gated.resolve(move.to_pool).pool_id
 
 
 async def test_large_fan_out_uses_a_bounded_number_of_shards(home: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pools.errors import InvalidInput, PoolNotFound, TaskTypeDisabled, UnknownTaskType
+from pools.errors import Conflict, InvalidInput, PoolNotFound, TaskTypeDisabled, UnknownTaskType
 from pools.manager import PoolManager
 from pools.models import PoolConfig, PoolStatus, TaskOptions, TaskState
 from tests.conftest import make_settings
@@ -110,8 +110,9 @@ async def test_cancel_queued_and_running(manager: PoolManager, gate: Path, tmp_p
     await wait_until(lambda: gone(grandchild), what="the task's own child process to be killed too")
     ok = await manager.execute("c", "echo", {"x": 2})
     assert ok.state is TaskState.COMPLETED
-    with pytest.raises(Exception, match="already ended"):
+    with pytest.raises(Conflict, match="already ended") as refused:
         await manager.cancel(ok.task_id)
+    assert refused.value.code == "conflict" and refused.value.field == "task_id"
 
 
 @pytest.mark.parametrize(("target", "args", "expected"), [
