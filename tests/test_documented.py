@@ -103,14 +103,16 @@ def test_the_server_syncs_memory_periodically(tmp_path: Path) -> None:
             wait_until_sync(on_the_peer, timeout=60, what="the periodic sync to push the task", interval=0.2)
 
 
-async def test_a_peer_served_with_a_token_wants_it(tmp_path: Path) -> None:
+async def test_a_peer_served_with_a_token_wants_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_settings(tmp_path / "peer", ("echo",), default_pool=False)
     with running_server(tmp_path / "peer", "--port", str(free_port()), "--token", "peer-s3cret",
                         command=("peer", "serve")) as (url, _):
         async with PoolManager(settings_for(tmp_path / "without")) as m:
             with pytest.raises(PoolUnavailable, match="did not list its tools"):  # refused before any tool
                 await m.register(PoolConfig(name="nope", type=PoolType.SESSION_BUDDY, endpoint=url))
-        async with PoolManager(settings_for(tmp_path / "with", peer_tokens={url: "peer-s3cret"})) as m:
+        monkeypatch.setenv("BUDDY_TOKEN", "peer-s3cret")  # a credential bound to the peer's endpoint
+        async with PoolManager(settings_for(tmp_path / "with", credentials={
+                "buddy": {"env": "BUDDY_TOKEN", "endpoints": [url]}})) as m:
             await m.register(PoolConfig(name="buddy", type=PoolType.SESSION_BUDDY, endpoint=url))
             assert (await m.execute("buddy", "echo", {"x": 1})).state is TaskState.COMPLETED
 
