@@ -132,8 +132,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         s.MemorySyncInput, "pools.aggregator:SyncReport", read_only=False, idempotent=True),
     ToolSpec(
         "pools_memory_search", "memory search", "Search pool memory",
-        "Full-text search of task memory here and in every session-buddy pool, merged and labelled by source. "
-        "Answers even when a peer is down, and names the sources that did not answer.",
+        "Full-text search of task memory here (summaries, task ids, pool names and ids, task types) and in every "
+        "session-buddy pool and operator-configured memory endpoint (settings memory_endpoint, memory_endpoints), "
+        "merged and labelled by source. Answers even when a peer is down, and names the sources that did not answer.",
         s.MemorySearchInput, "pools.aggregator:SearchReport", read_only=True, idempotent=True, positional=("query",),
         wide=True),
     ToolSpec(

@@ -8,6 +8,7 @@ search answers with whatever sources are reachable and names the ones that are n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -33,7 +34,7 @@ class SyncReport(BaseModel):
 
 
 class MemoryHit(BaseModel):
-    source: str = Field(description="'local' or the session-buddy pool's name")
+    source: str = Field(description="'local', a session-buddy pool's name, or a memory endpoint's URL")
     pool_id: str | None = None
     task_id: str | None = None
     task_type: str | None = None
@@ -108,7 +109,7 @@ async def sync(manager: PoolManager, endpoint: str | None = None, batch_size: in
                       batches=batches, error=error)
 
 
-def _peer_hits(source: str, pool_id: str, data: dict[str, Any] | None, text: str) -> list[MemoryHit]:
+def _peer_hits(source: str, pool_id: str | None, data: dict[str, Any] | None, text: str) -> list[MemoryHit]:
     rows = (data or {}).get("results")
     if isinstance(rows, list):
         hits = []
@@ -124,14 +125,40 @@ def _peer_hits(source: str, pool_id: str, data: dict[str, Any] | None, text: str
     return [MemoryHit(source=source, pool_id=pool_id, text=text.strip())] if text.strip() else []
 
 
-async def _search_peer(manager: PoolManager, pool: Any, query: str, limit: int) -> list[MemoryHit]:
-    client = PeerClient(pool.endpoint, await manager.peer_access(pool.endpoint, pool.credential))
+@dataclass
+class _Source:
+    name: str  # a session-buddy pool's name, or a memory endpoint's URL
+    endpoint: str
+    credential: str | None = None
+    pool_id: str | None = None
+
+
+async def _search_source(manager: PoolManager, source: _Source, query: str, limit: int) -> list[MemoryHit]:
+    client = PeerClient(source.endpoint, await manager.peer_access(source.endpoint, source.credential))
     reply = await client.call("search_conversations", {"query": query, "limit": limit}, timeout=15)
-    if reply.is_error and "search_conversations" in reply.message:  # no such tool: the released Session-Buddy
-        reply = await client.call("quick_search", {"query": query, "limit": limit}, timeout=15)
+    if reply.is_error and "search_conversations" in reply.message:
+        # The released Session-Buddy (0.23) has no search_conversations; its quick_search takes
+        # query, min_score and project, and refuses anything else (a limit, say).
+        reply = await client.call("quick_search", {"query": query}, timeout=15)
     if reply.is_error:
         raise PoolUnavailable(reply.message)
-    return _peer_hits(pool.name, pool.pool_id, reply.data, reply.text)
+    return _peer_hits(source.name, source.pool_id, reply.data, reply.text)
+
+
+def _sources(manager: PoolManager) -> list[_Source]:
+    """Every session-buddy pool, and every memory endpoint the operator configured (once each)."""
+    sources = [_Source(p.name, p.endpoint, p.credential, p.pool_id)
+               for p in manager.list_pools(pool_type=PoolType.SESSION_BUDDY) if p.endpoint]
+    settings = manager.settings
+    configured = list(settings.memory_endpoints)
+    if "memory_endpoint" in settings.model_fields_set:  # the default one only when it was chosen
+        configured.insert(0, settings.memory_endpoint)
+    seen = {s.endpoint.rstrip("/") for s in sources}
+    for endpoint in configured:
+        if endpoint.rstrip("/") not in seen:
+            seen.add(endpoint.rstrip("/"))
+            sources.append(_Source(endpoint, endpoint))
+    return sources
 
 
 async def search(manager: PoolManager, query: str, limit: int = 20) -> SearchReport:
@@ -141,8 +168,9 @@ async def search(manager: PoolManager, query: str, limit: int = 20) -> SearchRep
                        state=r["state"], text=memory_text(r), score=round(r["score"], 4))
              for r in manager.store.memory.search(query, limit)]
     sources = [SourceStatus(source="local", ok=True, hits=len(local))]
-    peers = [p for p in manager.list_pools(pool_type=PoolType.SESSION_BUDDY) if p.endpoint]
-    answers = await asyncio.gather(*(_search_peer(manager, p, query, limit) for p in peers), return_exceptions=True)
+    peers = _sources(manager)
+    answers = await asyncio.gather(*(_search_source(manager, p, query, limit) for p in peers),
+                                   return_exceptions=True)
     results, seen = list(local), {h.task_id for h in local if h.task_id}
     unreachable = []
     for pool, answer in zip(peers, answers, strict=True):

@@ -107,7 +107,8 @@ class PoolManager:
         self.task_types = TaskTypeRegistry(self.settings.enabled_task_types, self.settings.task_type_refs)
         self.credentials = Credentials(self.settings.credentials)
         self.egress = Egress(self.settings.allowed_endpoints,
-                             [*self.credentials.endpoint_prefixes(), self.settings.memory_endpoint])
+                             [*self.credentials.endpoint_prefixes(), self.settings.memory_endpoint,
+                              *self.settings.memory_endpoints])
         self.client_roots: list[str] | None = None  # an MCP client's declared roots narrow file access
         self.task_types.file_roots = self.file_roots()
         self._lock = HomeLock(self.settings.home)

@@ -20,7 +20,7 @@ from typing import Any
 MEMORY_SCHEMA = """
 CREATE INDEX IF NOT EXISTS tasks_unindexed ON tasks(finished_at) WHERE indexed = 0 AND finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_unsynced ON tasks(finished_at) WHERE synced_at IS NULL AND finished_at IS NOT NULL;
-CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(summary, task_type, state, content='');
+CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(summary, task_type, state, task_id, pool, content='');
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY,
     dedup_key TEXT UNIQUE,
@@ -61,6 +61,10 @@ class MemoryLog:
     def __init__(self, db: sqlite3.Connection, write: Writer) -> None:
         self.db = db
         self.write = write
+        columns = [row[1] for row in db.execute("PRAGMA table_info(memory_fts)")]
+        if columns and "task_id" not in columns:  # an index from before ids and pools were searchable
+            db.execute("DROP TABLE memory_fts")
+            db.execute("UPDATE tasks SET indexed = 0 WHERE indexed = 1")
         db.executescript(MEMORY_SCHEMA)
 
     # -- task memory ----------------------------------------------------------------------
@@ -72,14 +76,16 @@ class MemoryLog:
         """Add finished tasks not yet in the full-text index; returns how many."""
         total = 0
         while True:
+            # Task ids, pool names and ids, and task types are searchable too, not only summaries.
             rows = self.db.execute(
-                "SELECT rowid, coalesce(summary, state), task_type, state FROM tasks "
-                "WHERE indexed = 0 AND finished_at IS NOT NULL LIMIT ?", (batch,)).fetchall()
+                "SELECT t.rowid, coalesce(t.summary, t.state), t.task_type, t.state, t.task_id, "
+                "coalesce(p.name || ' ', '') || t.pool_id FROM tasks t LEFT JOIN pools p ON p.pool_id = t.pool_id "
+                "WHERE t.indexed = 0 AND t.finished_at IS NOT NULL LIMIT ?", (batch,)).fetchall()
             if not rows:
                 return total
             for row in rows:
-                self.write("INSERT INTO memory_fts(rowid, summary, task_type, state) VALUES (?, ?, ?, ?)",
-                           tuple(row))
+                self.write("INSERT INTO memory_fts(rowid, summary, task_type, state, task_id, pool) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", tuple(row))
                 self.write("UPDATE tasks SET indexed = 1 WHERE rowid = ?", (row[0],))
             total += len(rows)
 

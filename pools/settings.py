@@ -11,6 +11,7 @@
     task_type_refs:                       # extra task types without packaging (still need enabling)
       resize: my_tasks.images:ResizeTask
     memory_endpoint: http://127.0.0.1:8678/mcp   # where `pools memory sync` pushes task memory
+    memory_endpoints: [http://buddy:8678/mcp]   # more Session-Buddies that `pools memory search` asks
     memory_sync_interval_s: 0             # > 0: the server syncs memory this often
     peer_health_interval_s: 2             # how often session-buddy peers are probed
     event_log: /var/log/mahavishnu/events.jsonl   # every event as a JSON line (or "stderr")
@@ -117,6 +118,9 @@ class Settings(BaseModel):
     prompt_commands: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_PROMPT_COMMANDS))
     memory_endpoint: str = Field(default="http://127.0.0.1:8678/mcp",
                                  description="Session-Buddy endpoint that memory sync pushes to.")
+    memory_endpoints: list[str] = Field(
+        default_factory=list,
+        description="More Session-Buddy MCP URLs that memory search asks (memory_endpoint is asked too when set).")
     memory_sync_interval_s: float = Field(default=0.0, ge=0, description="Periodic memory sync; 0 is off.")
     peer_health_interval_s: float = Field(default=2.0, gt=0, description="How often peers are probed.")
     ecosystem_file: Path | None = Field(default=None, description="Candidate peers for discover; default "

@@ -181,7 +181,7 @@ async def test_memory_sync_then_search_with_one_peer_down(tmp_path: Path) -> Non
 async def test_a_text_only_peer_works_like_the_released_session_buddy(tmp_path: Path) -> None:
     from pools import aggregator
 
-    with text_peer() as url:
+    with text_peer("--pool-tools") as url:  # a Session-Buddy built with its pool tools registered
         async with PoolManager(settings_for(tmp_path / "main", memory_endpoint=url)) as m:
             await m.register(PoolConfig(name="prose", type=PoolType.SESSION_BUDDY, endpoint=url))
             assert m.get_pool("prose").workers == 3
@@ -196,7 +196,7 @@ async def test_a_text_only_peer_works_like_the_released_session_buddy(tmp_path: 
 
 
 async def test_registering_a_peer_without_pool_tools_names_them(tmp_path: Path) -> None:
-    with text_peer("--no-pool-tools") as url:
+    with text_peer() as url:  # as released: no pool tools
         async with PoolManager(settings_for(tmp_path / "main")) as m:
             with pytest.raises(PoolUnavailable) as info:
                 await m.register(PoolConfig(name="old", type=PoolType.SESSION_BUDDY, endpoint=url))
