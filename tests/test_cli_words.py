@@ -147,7 +147,7 @@ def test_stats_shows_memory(served: Path) -> None:
 
 
 def test_shell_completion_is_on(home: Path) -> None:
-    script = run_cli(home, "--show-completion", "bash")
+    script = run_cli(home, "--show-completion", SHELL="/bin/bash")  # the shell it prints the script for
     assert script.returncode == 0 and "complete" in script.stdout and "mahavishnu" in script.stdout, script.stderr
     # completing the choices of an enum option, as the shell would ask
     env = cli_env(home, _MAHAVISHNU_COMPLETE="complete_bash", COMP_WORDS="mahavishnu pools distribute --strategy ",
