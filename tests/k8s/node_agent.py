@@ -25,8 +25,12 @@ seen from the API server:
   probes, the runAsNonRoot check (processes run as the agent's user, whatever runAsUser says);
 - images whose name contains "does-not-exist" cannot be pulled (ErrImagePull, ImagePullBackOff).
 
-Not done (the backend does not use them): init and sidecar containers, liveness and startup
-probes, exec/tcp probes, resource limits, subPathExpr, service-link env vars of other services.
+Init containers run one at a time before the others (initContainerStatuses, Initialized).
+
+Not done (the backend does not use them): sidecar containers (init containers with restartPolicy
+Always), liveness and startup probes, exec/tcp probes, resource limits, subPathExpr, service-link
+env vars of other services, exec/attach/port-forward, node heartbeats (no node-lifecycle
+controller runs, so nothing expects them).
 
 Run: python -m tests.k8s.node_agent CONFIG.json from the repository root (keys: node_api.AgentConfig).
 """
@@ -114,7 +118,10 @@ class PodWorker(threading.Thread):
         self.key = (meta["namespace"], meta["name"])
         self.uid = meta["uid"]
         self.dir = Path(agent.config.root) / f"{meta['namespace']}_{meta['name']}_{self.uid}"
+        self.inits = [Container(c, self.dir / "logs" / c["name"]) for c in pod["spec"].get("initContainers", [])]
         self.containers = [Container(c, self.dir / "logs" / c["name"]) for c in pod["spec"]["containers"]]
+        for c in self.containers if self.inits else []:
+            c.state = {"waiting": {"reason": "PodInitializing"}}
         self.wake = threading.Condition()
         self.deleted = False           # the object is gone from the API server
         self.start_time = pod.get("status", {}).get("startTime") or now()
@@ -189,7 +196,7 @@ class PodWorker(threading.Thread):
             self.agent.delete_pod(self.pod)
 
     def next_wake(self, deadline: int | None) -> float:
-        times = [c.next_start for c in self.containers if c.next_start] + \
+        times = [c.next_start for c in self.all() if c.next_start] + \
                 [c.next_probe for c in self.containers if c.next_probe and c.running()]
         if deadline is not None:
             times.append(parse_time(self.start_time) + deadline)
@@ -202,9 +209,11 @@ class PodWorker(threading.Thread):
                 self.volumes_ready = True
             except (ConfigError, ApiError) as exc:
                 self.pending_message = f"MountVolume.SetUp failed: {exc}"
-                for c in self.containers:
+                for c in self.all():
                     c.next_start = time.time() + 2  # the kubelet retries the mount
                 return
+        if not self.initialized():
+            return
         for c in self.containers:
             self.reap(c)
             if not c.running() and c.next_start <= time.time() and self.should_start(c):
@@ -212,6 +221,28 @@ class PodWorker(threading.Thread):
             if c.running() and c.spec.get("readinessProbe") and c.next_probe <= time.time():
                 self.probe(c)
         self.update_phase()
+
+    def all(self) -> list[Container]:
+        return [*self.inits, *self.containers]
+
+    def initialized(self) -> bool:
+        """Run the init containers one at a time, each to success, before the others start."""
+        for c in self.inits:
+            self.reap(c)
+            term = c.state.get("terminated")
+            if term is not None and term["exitCode"] == 0:
+                continue
+            if term is not None and self.policy == "Never":
+                self.phase = "Failed"  # an init container that failed for good fails the pod
+                for other in self.containers:
+                    other.state = {"waiting": {"reason": "PodInitializing"}}
+            elif not c.running() and c.next_start <= time.time() and self.should_start(c):
+                self.start_container(c)
+            return False
+        if self.inits and all(c.state.get("waiting", {}).get("reason") == "PodInitializing" for c in self.containers):
+            for c in self.containers:
+                c.state = {"waiting": {"reason": "ContainerCreating"}}
+        return True
 
     def should_start(self, c: Container) -> bool:
         term = c.state.get("terminated")
@@ -372,7 +403,7 @@ class PodWorker(threading.Thread):
             self.phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
 
     def terminate(self, grace: int) -> None:
-        procs = [c.proc for c in self.containers if c.proc is not None]
+        procs = [c.proc for c in self.all() if c.proc is not None]
         for p in procs:
             kill_group(p, signal.SIGTERM)
         end = time.time() + grace
@@ -387,6 +418,8 @@ class PodWorker(threading.Thread):
         for p in procs:
             kill_group(p, signal.SIGKILL)
             p.wait()
+        for c in self.inits:
+            self.reap(c)
         for c in self.containers:
             self.reap(c)
             if "waiting" in c.state:
@@ -423,7 +456,7 @@ class PodWorker(threading.Thread):
         c.mounts = []
 
     def cleanup(self) -> None:
-        for c in self.containers:
+        for c in self.all():
             if c.proc is not None:
                 kill_group(c.proc, signal.SIGKILL)
                 c.proc.wait()
@@ -431,18 +464,26 @@ class PodWorker(threading.Thread):
 
     # -- status
     def conditions(self) -> list[dict[str, Any]]:
+        """The kubelet's pod conditions (pkg/kubelet/status/generate.go), PodScheduled aside."""
+        terminal = {"Succeeded": "PodCompleted", "Failed": "PodFailed"}.get(self.phase)
         unready = [c.name for c in self.containers if not c.status()["ready"]]
-        if self.phase in ("Succeeded", "Failed"):
-            ready, reason, message = "False", "PodCompleted", None
+        if terminal:
+            ready, reason, message = "False", terminal, None
         elif unready:
             ready, reason = "False", "ContainersNotReady"
             message = f"containers with unready status: [{' '.join(unready)}]"
         else:
             ready, reason, message = "True", None, None
-        sandbox = "False" if self.phase in ("Succeeded", "Failed") else "True"
-        initialized_reason = "PodCompleted" if self.phase in ("Succeeded", "Failed") else None
-        return [{"type": "PodReadyToStartContainers", "status": sandbox},
-                {"type": "Initialized", "status": "True", "reason": initialized_reason},
+        incomplete = [c.name for c in self.inits if c.state.get("terminated", {}).get("exitCode") != 0]
+        started = any(c.restarts or "waiting" not in c.state for c in self.containers)
+        if self.phase == "Succeeded" or not incomplete or started:
+            initialized = {"status": "True", "reason": "PodCompleted" if self.phase == "Succeeded" else None,
+                           "message": None}
+        else:
+            initialized = {"status": "False", "reason": "ContainersNotInitialized",
+                           "message": f"containers with incomplete status: [{' '.join(incomplete)}]"}
+        return [{"type": "PodReadyToStartContainers", "status": "False" if terminal else "True"},
+                {"type": "Initialized", **initialized},
                 {"type": "Ready", "status": ready, "reason": reason, "message": message},
                 {"type": "ContainersReady", "status": ready, "reason": reason, "message": message}]
 
@@ -460,6 +501,9 @@ class PodWorker(threading.Thread):
             **self.addresses(),
             "startTime": self.start_time,
             "conditions": self.conditions(), "containerStatuses": [c.status() for c in self.containers]}
+        if self.inits:
+            status["initContainerStatuses"] = [
+                {**c.status(), "ready": c.state.get("terminated", {}).get("exitCode") == 0} for c in self.inits]
         if status == self.sent or self.deleted:
             return
         sent = json.loads(json.dumps(status))

@@ -70,7 +70,7 @@ class LogHandler(BaseHTTPRequestHandler):
         worker = self.server.agent.worker_for(namespace, pod)
         if worker is None:
             return self.reply(404, f'pod "{pod}" does not exist')
-        c = next((c for c in worker.containers if c.name == name), None)
+        c = next((c for c in worker.all() if c.name == name), None)
         if c is None:
             return self.reply(404, f'container "{name}" not found in pod "{pod}"')
         previous = query.get("previous") == "true"

@@ -162,6 +162,30 @@ def test_secret_configmap_and_emptydir_volumes_are_mounted(api: Any, namespace: 
     assert not Path(root).exists()  # mount points made for the pod are gone with it
 
 
+def test_init_containers_run_first_and_one_failing_fails_the_pod(api: Any, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    shared = [{"name": "e", "mountPath": f"/run/mahavishnu-test-{uuid.uuid4().hex[:8]}"}]
+    path = shared[0]["mountPath"] + "/made-by-init"
+    init = {"name": "init", "image": IMAGE, "command": ["python", "-c", f"open({path!r}, 'w').write('ready')"],
+            "volumeMounts": shared}
+    core.create_namespaced_pod(namespace, pod(
+        "inited", ["python", "-c", f"print(open({path!r}).read())"], initContainers=[init],
+        volumes=[{"name": "e", "emptyDir": {}}], container={"volumeMounts": shared}))
+    p = wait_pod(api, namespace, "inited")
+    assert p.status.phase == "Succeeded"
+    assert p.status.init_container_statuses[0].state.terminated.reason == "Completed"
+    assert core.read_namespaced_pod_log("inited", namespace) == "ready\n"
+
+    failing = {"name": "init", "image": IMAGE, "command": ["false"]}
+    core.create_namespaced_pod(namespace, pod("uninited", ["true"], initContainers=[failing]))
+    p = wait_pod(api, namespace, "uninited")
+    assert p.status.phase == "Failed"
+    assert p.status.init_container_statuses[0].state.terminated.exit_code == 1
+    assert p.status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    initialized = next(c for c in p.status.conditions if c.type == "Initialized")
+    assert (initialized.status, initialized.reason) == ("False", "ContainersNotInitialized")
+
+
 def test_a_readiness_probe_makes_the_pod_ready(api: Any, namespace: str) -> None:
     port = free_port()
     probe = {"httpGet": {"path": "/", "port": "web"}, "periodSeconds": 1}
