@@ -245,10 +245,16 @@ def test_foreground_deletion_of_a_job_stops_its_pod_first(api: Any, namespace: s
     marker = tmp_path / "stopped"
     code = ("import signal, sys, time\n"
             f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(), sys.exit(143)))\n"
+            "print('up', flush=True)\n"
             "while True: time.sleep(1)\n")
-    batch = client.BatchV1Api(api)
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     batch.create_namespaced_job(namespace, job("cancel", code))
-    eventually(lambda: any(p.status.phase == "Running" for p in job_pods(api, namespace, "cancel")), "a running pod")
+
+    def handler_installed() -> bool:  # the pod says so once its SIGTERM handler is in place
+        pods = [p for p in job_pods(api, namespace, "cancel") if p.status.phase == "Running"]
+        return bool(pods) and core.read_namespaced_pod_log(pods[0].metadata.name, namespace) == "up\n"
+
+    eventually(handler_installed, "a running pod with its handler")
     batch.delete_namespaced_job("cancel", namespace, propagation_policy="Foreground")
     eventually(lambda: gone(lambda: batch.read_namespaced_job("cancel", namespace)), "the Job to go")
     assert marker.exists()
