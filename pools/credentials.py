@@ -51,6 +51,7 @@ class KubeAccess:
     token: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
+    ca_file: str | None = None  # verifies an https host (the credential's ca_file)
 
 
 def _default_port(scheme: str) -> int:
@@ -117,6 +118,15 @@ class Credentials:
                 if url_under(url, prefix) and (best is None or len(prefix) > best[0]):
                     best = (len(prefix), cname, cred)
         return None if best is None else self._read(best[1], best[2], field)
+
+    def ca_for_endpoint(self, url: str, name: str | None = None) -> str | None:
+        """The CA bundle of the credential `for_endpoint` picks for `url`, if it names one."""
+        if name is not None:
+            cred = self._declared.get(name)
+            return str(cred.ca_file) if cred is not None and cred.ca_file else None
+        best = max(((len(p), cred) for cred in self._declared.values() for p in cred.endpoints if url_under(url, p)),
+                   key=lambda pair: pair[0], default=None)
+        return str(best[1].ca_file) if best is not None and best[1].ca_file else None
 
     def for_context(self, context: str, name: str, *, field: str = "credential") -> str:
         cred = self._get(name, field)

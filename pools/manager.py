@@ -238,7 +238,8 @@ class PoolManager:
         kubeconfig = str(self.settings.kubeconfig) if self.settings.kubeconfig else None
         if config.endpoint:
             token = await self.peer_access(config.endpoint, config.credential)
-            return KubeAccess(host=config.endpoint.rstrip("/"), token=token)
+            ca_file = self.credentials.ca_for_endpoint(config.endpoint, config.credential)
+            return KubeAccess(host=config.endpoint.rstrip("/"), token=token, ca_file=ca_file)
         token = None
         if config.kube_context is not None:
             if config.credential is not None:

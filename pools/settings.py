@@ -23,6 +23,7 @@ No tool input can change them. SECURITY.md explains each.
     credentials:                          # named secrets and where each may be sent
       buddy-east: {env: BUDDY_EAST_TOKEN, endpoints: ["https://10.0.0.5:8678/"]}
       prod-kube: {file: /etc/mahavishnu/kube-token, kube_contexts: [prod-east]}
+      cluster-a: {env: KUBE_TOKEN, endpoints: ["https://10.0.0.1:6443"], ca_file: /etc/mahavishnu/cluster-a-ca.pem}
     allowed_endpoints: [127.0.0.0/8, "::1", localhost]   # client-given endpoints (the default)
     kubeconfig: ~/.kube/config            # the operator's kubeconfig (default KUBECONFIG, then ~/.kube/config)
     kube_contexts: [prod-east]            # contexts of it a client may choose
@@ -82,6 +83,8 @@ class Credential(BaseModel):
                                                         "stripped).")
     endpoints: list[str] = Field(default_factory=list, description="URL prefixes it may be sent to.")
     kube_contexts: list[str] = Field(default_factory=list, description="Kubernetes contexts it authenticates.")
+    ca_file: Path | None = Field(default=None, description="CA bundle (PEM) that verifies the https endpoints it "
+                                                           "is bound to, e.g. a cluster's private CA.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Credential:

@@ -6,7 +6,7 @@ every task type through the package itself. The task arrives as a JSON file whos
 MAHAVISHNU_TASK_FILE (a Secret mounted read-only: env values and argv would be rewritten by the
 kubelet's `$(VAR)` expansion, and one env var over 128 KiB cannot be exec'd); a shard of an
 Indexed Job reads the file of its JOB_COMPLETION_INDEX. The result leaves
-as the pod log's last line:
+as the pod log's last line (and, when it is small, as the container's termination message):
 
     MAHAVISHNU_RESULT {"ok": true, "result": ...}      or      {"ok": false, "error": "..."}
 """
@@ -20,6 +20,7 @@ import traceback
 from typing import Any
 
 MARKER = "MAHAVISHNU_RESULT "
+TERMINATION_MESSAGE_MAX = 4096  # what the kubelet keeps of a termination message
 
 
 # Imported as a module (tests, an image with the package) this finds the implementations; run
@@ -53,7 +54,13 @@ def main() -> None:
     except BaseException as exc:
         out = {"ok": False, "error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
     sys.stdout.flush()
-    print("\n" + MARKER + json.dumps(out, default=repr), flush=True)
+    line = MARKER + json.dumps(out, default=repr)
+    print("\n" + line, flush=True)
+    # A small result also goes into the pod's status (its termination message): it reaches the
+    # server with the pod's end on the watch, and stays readable when the log is gone.
+    if len(line.encode()) <= TERMINATION_MESSAGE_MAX and os.environ.get("MAHAVISHNU_RESULT_FILE"):
+        with contextlib.suppress(OSError), open(os.environ["MAHAVISHNU_RESULT_FILE"], "w", encoding="utf-8") as f:
+            f.write(line)
     sys.exit(0 if out["ok"] else 1)
 
 

@@ -16,8 +16,9 @@ merge patch and server-side apply. What a real cluster does and this server does
   from it; `ttlSecondsAfterFinished` deletes the Job (then it reads 404);
 - a kubelet: each container runs as a local process; env values get `$(VAR)` expansion and `$$`
   escaping; an env var over 128 KiB cannot be exec'd (E2BIG: StartError); Secret volumes and
-  emptyDirs are directories, their mountPaths rewritten in env values and argv; a missing Secret keeps the
-  pod ContainerCreating; deletion sends SIGTERM, then SIGKILL after the grace period;
+  emptyDirs are directories, their mountPaths rewritten in env values and argv; the termination
+  message file becomes `terminated.message` (FallbackToLogsOnError: the log's tail on failure);
+  a missing Secret keeps the pod ContainerCreating; deletion sends SIGTERM, then SIGKILL after the grace period;
 - admission: a bearer `token` (401), RBAC rules per token (403 with the API's message),
   forbidden namespaces (403), Pod Security `restricted` in namespaces labelled for it (the Job
   controller's pod create is refused and an Event says why);
@@ -405,20 +406,23 @@ class FakeKube:
         return view
 
     def create(self, plural: str, namespace: str, raw: bytes) -> Response:
-        if len(raw) > MAX_OBJECT:
-            return status(500, "InternalError", "etcdserver: request is too large")
         body = json.loads(raw)
         name = body["metadata"].get("name")
+        if plural == "configmaps" and sum(len(v.encode()) for v in (body.get("data") or {}).values()) > MAX_SECRET:
+            return status(422, "Invalid", f'ConfigMap "{name}" is invalid: []: Too long: may not be more than '
+                          f"{MAX_SECRET} bytes", {"name": name, "kind": "ConfigMap"})
+        if len(raw) > MAX_OBJECT:  # validation passed; etcd refuses what it cannot store
+            return status(500, "InternalError", "etcdserver: request is too large")
         kind = RESOURCES[next(k for k in RESOURCES if k[1] == plural)][0]
         if ("namespaces", "", namespace) not in self.objects:
             return status(404, "NotFound", f'namespaces "{namespace}" not found',
                           {"name": namespace, "kind": "namespaces"})
-        if plural == "secrets":
+        if plural == "secrets":  # (validated before etcd's limit, as the API server does)
             data = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
             data.update({k: v.encode() for k, v in (body.pop("stringData", None) or {}).items()})
             if sum(len(v) for v in data.values()) > MAX_SECRET:
-                return status(422, "Invalid", f'Secret "{name}" is invalid: data: Too long: must have at most '
-                              f"{MAX_SECRET} bytes", {"name": name, "kind": "Secret"})
+                return status(422, "Invalid", f'Secret "{name}" is invalid: data: Too long: may not be more '
+                              f"than {MAX_SECRET} bytes", {"name": name, "kind": "Secret"})
             body["data"] = {k: base64.b64encode(v).decode() for k, v in data.items()}
         with self.lock:
             if (plural, namespace, name) in self.objects:
@@ -806,6 +810,9 @@ class FakeKube:
                     with open(os.path.join(path, file), "wb") as out:
                         out.write(base64.b64decode(value))
             mounts[mount["mountPath"]] = path
+        termination = os.path.join(root, "termination-log")  # the kubelet mounts this file at the path
+        open(termination, "w").close()
+        mounts[container.get("terminationMessagePath", "/dev/termination-log")] = termination
         env: dict[str, str] = {}
         for entry in container.get("env", []):
             value = self.env_value(namespace, entry, env)
@@ -871,9 +878,14 @@ class FakeKube:
             if pod["status"].get("reason") == "DeadlineExceeded":
                 return
             pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+            with open(termination, encoding="utf-8", errors="replace") as f:
+                message = f.read(4096)
+            if not message and code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+                message = "\n".join(self.logs.get(key, "").splitlines()[-80:])[-2048:]
             pod["status"]["containerStatuses"] = container_status({"terminated": {
                 "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error",
-                "startedAt": pod["status"].get("startTime"), "finishedAt": now()}})
+                "startedAt": pod["status"].get("startTime"), "finishedAt": now(),
+                **({"message": message} if message else {})}})
             self.touch("pods", pod)
 
     @staticmethod

@@ -40,6 +40,8 @@ def connect(config: PoolConfig, access: KubeAccess | None = None) -> Clients:
     if a.host:  # an API URL the operator allows, with the credential bound to it
         cfg.host = a.host
         cfg.verify_ssl = a.host.startswith("https://")
+        if a.ca_file:  # a private CA, as the operator configured it with the credential
+            cfg.ssl_ca_cert = a.ca_file
     else:
         try:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]

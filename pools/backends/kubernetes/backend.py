@@ -545,8 +545,16 @@ class KubernetesBackend(JobQueue, PoolBackend):
                 self._spawn(self._delete(run.name))
             return
         if jobs.phase(pod) in ("Succeeded", "Failed") and name not in run.logs:
-            run.logs[name] = self._spawn(self._read_log(name))
+            run.logs[name] = self._spawn(self._pod_output(pod))
             run.pod_ended.set()
+
+    async def _pod_output(self, pod: Any) -> str | None:
+        """The result line from the pod's termination message when it carries one (no request),
+        else from its log."""
+        ended = jobs.terminated(pod)
+        if ended is not None and jobs.result_line(ended[1]) is not None:
+            return ended[1]
+        return await self._read_log(pod.metadata.name)
 
     async def _read_log(self, pod: str) -> str | None:
         k = await self._connect()
@@ -563,7 +571,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
             return
         run.settling = True  # no second verdict while the logs are read
         wanted = "Succeeded" if verdict is None or verdict.succeeded else "Failed"
-        if verdict is not None and not any(jobs.phase(p) == wanted for p in run.pods.values()):
+        if not any(jobs.phase(p) == wanted for p in run.pods.values()):
             # The two watches are not ordered: the pod's end is usually a moment behind its Job's.
             # Read it from the Pods watch when it comes; list the pods only if it does not.
             with contextlib.suppress(TimeoutError):
@@ -613,7 +621,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
                     continue
                 run.pods[pod.metadata.name] = pod
                 if jobs.phase(pod) in ("Succeeded", "Failed") and pod.metadata.name not in run.logs:
-                    run.logs[pod.metadata.name] = self._spawn(self._read_log(pod.metadata.name))
+                    run.logs[pod.metadata.name] = self._spawn(self._pod_output(pod))
 
     def _finish(self, run: _Run, state: TaskState, result: Any, error: str | None, fault: bool = False) -> None:
         if self._runs.get(run.job.task_id) is not run:

@@ -144,8 +144,10 @@ def why_pod_failed(pod: Any, log: str | None) -> str:
     ended = terminated(pod)
     if ended is not None:
         reason, message, code = ended
-        if reason not in ("", "Error", "Completed") or message:
+        if reason not in ("", "Error", "Completed", "OOMKilled"):
             return f"pod {name} could not run its container: {reason} (exit code {code}): {message}".rstrip(": ")
+        if reason == "OOMKilled":
+            return f"pod {name} ran out of memory (OOMKilled, exit code {code}); raise --memory-limit"
     tail = (log or "")[-500:]
     code_note = f" (exit code {ended[2]})" if ended else ""
     return f"pod {name} failed{code_note} without a result line; log tail: {tail}" if tail else \

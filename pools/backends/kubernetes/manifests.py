@@ -33,6 +33,7 @@ TASKS_ANNOTATION = "mahavishnu.io/tasks"  # an Indexed Job's task ids, in index 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 SIGTERM_EXIT = 143  # the runner stopped by SIGTERM: its pod was deleted (a cancelled shard) or evicted
 SCRATCH = "/tmp"  # an emptyDir: the root filesystem is read-only
+TERMINATION_LOG = "/dev/termination-log"  # a small result rides in the pod's status from here
 WARM_PORT = 8678
 RUNNER_FILE = "runner.py"
 # A Secret holds at most 1 MiB of data (the API server refuses more): the runner (~5 KB) and the
@@ -149,7 +150,8 @@ def task_job(config: PoolConfig, pool_id: str, name: str, task_ids: list[str], a
     task_file = f"{TASK_DIR}/{SHARD_FILE if shards else TASK_FILE}"
     env = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": SCRATCH},
            {"name": "TMPDIR", "value": SCRATCH}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-           {"name": "MAHAVISHNU_TASK_FILE", "value": task_file}]
+           {"name": "MAHAVISHNU_TASK_FILE", "value": task_file},
+           {"name": "MAHAVISHNU_RESULT_FILE", "value": TERMINATION_LOG}]
     if trace.get("traceparent"):
         env.append({"name": "TRACEPARENT", "value": trace["traceparent"]})
     pod_spec: dict[str, Any] = {
@@ -161,7 +163,7 @@ def task_job(config: PoolConfig, pool_id: str, name: str, task_ids: list[str], a
             "name": "task", "image": config.container_image, "command": ["python", f"{TASK_DIR}/{RUNNER_FILE}"],
             "env": env,
             "resources": resources(config), "securityContext": container_security(),
-            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "task", "mountPath": TASK_DIR, "readOnly": True},
                              {"name": "scratch", "mountPath": SCRATCH}]}],
         "volumes": [{"name": "task", "secret": {"secretName": name, "defaultMode": 0o444}},
