@@ -1,13 +1,19 @@
 """The `mahavishnu` pool type: worker processes on this machine.
 
-    submit(job) ──> queue (deque) ──> _pump() ──> idle worker ──socket──> worker_process
-                        ▲                │                                   │ run(payload)
-                        │ retry after    │ no idle worker and              ▼
-                        │ a crash        └─> spawn up to max_workers    reply / EOF
-                        │                                                    │
-    sink.task_finished <┴──────────── _on_readable (event-loop reader) <─────┘
+    submit(job) ──> queue (deque) ──> _pump() ──> worker (holds up to DEPTH) ──socket──> worker_process
+                        ▲                │                                              │ run, in order
+                        │ not started,   │ all workers full and                         ▼
+                        │ or retry after └─> spawn up to max_workers            STARTED / DONE / EOF
+                        │ a crash                                                       │
+    sink.task_finished <┴──────────────────── _on_readable (event-loop reader) <────────┘
 
-Each worker runs one task at a time and stays up between tasks. The pool grows toward
+Each worker runs one task at a time and stays up between tasks. It is handed the next job
+before the current one ends (pipelining: it never waits for the event loop between tasks);
+it announces each start, so the one job it runs is always known. A cancel of a job handed
+over but not started is a message that removes it; a cancel or timeout of the running job
+kills the worker; a worker that dies fails (or retries) only the job it ran, and the jobs
+it held but had not started go back to the front of the queue, in order. An idle worker
+takes back a job waiting behind a long one at another worker. The pool grows toward
 max_workers while tasks wait and shrinks to min_workers after idle_timeout. A timeout
 or a cancel kills the worker and everything it started, and starts a replacement; a
 worker that dies mid-task fails (or retries) its task with the exit status, and a pool
@@ -35,11 +41,12 @@ from typing import Any
 import psutil
 
 from pools.backends.base import BackendSnapshot, Job, JobQueue, PoolBackend, TaskSink
-from pools.backends.worker_process import READY
+from pools.backends.worker_process import CANCEL, DONE, JOB, READY, SKIPPED, STARTED, STOP
 from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 
 SPAWN_READY_TIMEOUT = 30.0
+DEPTH = 2  # jobs a worker holds at once: the one it runs and the next
 OWNER_ENV = "MAHAVISHNU_WORKER_OWNER"  # pid of the process that owns the pool
 USAGE_INTERVAL = 1.0  # seconds between psutil samples of a worker
 
@@ -56,8 +63,8 @@ def describe_exit(returncode: int | None) -> str:
 
 
 class _Worker:
-    __slots__ = ("worker_id", "proc", "conn", "state", "job", "tasks_done", "idle_since", "timer", "ps",
-                 "started", "usage", "pid", "gone")
+    __slots__ = ("worker_id", "proc", "conn", "state", "jobs", "running", "tasks_done", "idle_since", "timer",
+                 "ps", "started", "usage", "pid", "gone", "recalled")
 
     def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Connection) -> None:
         self.worker_id = worker_id
@@ -65,7 +72,9 @@ class _Worker:
         self.pid: int | None = None  # the process that runs tasks, as it reported when ready
         self.conn = conn
         self.state = "starting"  # starting -> idle <-> busy -> stopping (asked) | exiting (on its own)
-        self.job: Job | None = None
+        self.jobs: deque[Job] = deque()  # handed over and not ended, in the order sent
+        self.running: Job | None = None  # the one it announced it started
+        self.recalled: dict[str, str] = {}  # task id -> "cancel" | "take": asked back, not yet answered
         self.tasks_done = 0
         self.idle_since = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
@@ -143,12 +152,16 @@ class LocalBackend(JobQueue, PoolBackend):
         self._drain_queue(abandon)
         workers = list(self._workers.values())
         for worker in workers:
-            if worker.job is not None:
-                job, worker.job = worker.job, None
-                if not abandon:
-                    self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
-                                            "the pool was closed while the task ran", worker.worker_id,
-                                            pool_fault=True)
+            if worker.jobs:
+                for job in list(worker.jobs):
+                    if not abandon and worker.recalled.get(job.task_id) != "cancel":
+                        ran = job is worker.running
+                        self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
+                                                "the pool was closed while the task ran" if ran else
+                                                "the pool was closed before it ran", worker.worker_id,
+                                                pool_fault=True)
+                worker.jobs.clear()
+                worker.running = None
                 self._retire(worker, graceful=False)
             else:
                 self._retire(worker, graceful=True)
@@ -169,12 +182,34 @@ class LocalBackend(JobQueue, PoolBackend):
     def cancel(self, task_id: str) -> bool:
         if self._cancel_queued(task_id):
             return True
-        for worker in self._workers.values():
-            if worker.job is not None and worker.job.task_id == task_id:
+        for worker in list(self._workers.values()):
+            job = next((j for j in worker.jobs if j.task_id == task_id), None)
+            if job is None or worker.recalled.get(task_id) == "cancel":
+                continue
+            self._read_all(worker)  # what it already said: it may have started or ended the job
+            if job not in worker.jobs:
+                return True  # it ended meanwhile; the outcome is recorded
+            if job is worker.running:
                 self._end_running(worker, TaskState.CANCELLED, "cancelled while running; its worker was "
                                   "stopped and replaced")
-                return True
+            else:
+                if task_id not in worker.recalled:
+                    self._recall(worker, job)
+                worker.recalled[task_id] = "cancel"
+                self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled before it started",
+                                        None)
+            return True
         return False
+
+    def _recall(self, worker: _Worker, job: Job, why: str = "cancel") -> None:
+        """Ask a worker to drop a job it holds but has not started. It answers SKIPPED, or it had
+        started it (STARTED arrives first): then a cancelled job is stopped by killing the worker,
+        and a job taken back for another worker just runs where it is."""
+        worker.recalled[job.task_id] = why
+        with contextlib.suppress(OSError):  # it is dying: its exit settles the job
+            worker.conn.send_bytes(pickle.dumps((CANCEL, job.task_id)))
+            if worker.pid is not None:
+                os.kill(worker.pid, signal.SIGUSR1)  # it may be running a long task: read it now
 
     def hold(self) -> None:
         self._held = True
@@ -183,11 +218,15 @@ class LocalBackend(JobQueue, PoolBackend):
         """Hand queued jobs to idle workers; grow the pool when jobs still wait."""
         if self._closed or self._held:
             return
-        for worker in self._workers.values():
-            if not self._queue:
-                break
-            if worker.state == "idle":
-                self._dispatch(worker, self._queue.popleft())
+        # One job to every free worker first, then a second to each: spread before deepening.
+        for depth in range(1, DEPTH + 1):
+            for worker in self._workers.values():
+                if not self._queue:
+                    break
+                if worker.state in ("idle", "busy") and len(worker.jobs) < depth:
+                    self._dispatch(worker, self._queue.popleft())
+        if not self._queue:
+            self._rebalance_held()
         if self._queue:
             starting = sum(1 for w in self._workers.values() if w.state == "starting")
             room = self.config.max_workers - len(self._workers)
@@ -199,35 +238,63 @@ class LocalBackend(JobQueue, PoolBackend):
                 for _ in range(want):
                     self._spawn()
 
-    def _dispatch(self, worker: _Worker, job: Job) -> None:
-        job.attempts += 1
-        worker.state = "busy"
-        worker.job = job
-        try:
-            worker.conn.send_bytes(pickle.dumps((job.task_id, job.type_ref, job.payload, self._context_blob)))
-        except (OSError, pickle.PicklingError) as exc:
-            worker.job = None
-            if isinstance(exc, pickle.PicklingError):
-                worker.state = "idle"
-                self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}",
-                                        None)
-                return
-            self._queue.appendleft(job)  # the worker is dying; its EOF handler replaces it
-            job.attempts -= 1
+    def _rebalance_held(self) -> None:
+        """Nothing queued: a worker with nothing to do takes back a job that waits, not started,
+        behind another worker's running one (a long task must not hold a short one hostage)."""
+        idle = sum(1 for w in self._workers.values() if w.state == "idle")
+        if not idle:
             return
-        self.sink.task_started(job.task_id, worker.worker_id, job.attempts)
-        assert self._loop is not None
-        worker.timer = self._loop.call_later(job.timeout, self._on_timeout, worker, job)
+        for worker in self._workers.values():
+            if idle <= 0:
+                break
+            for job in list(worker.jobs)[1:]:
+                if job.task_id not in worker.recalled and job is not worker.running:
+                    self._recall(worker, job, "take")
+                    idle -= 1
+                    break
+
+    def _dispatch(self, worker: _Worker, job: Job) -> None:
+        try:
+            data = pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob))
+        except Exception as exc:
+            self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}", None)
+            return
+        try:
+            worker.conn.send_bytes(data)
+        except OSError:
+            self._queue.appendleft(job)  # the worker is dying; its exit replaces it
+            return
+        worker.state = "busy"
+        worker.jobs.append(job)
+
+    def _started(self, worker: _Worker, task_id: str) -> None:
+        """The worker began a job: the next one it holds, in order."""
+        job = worker.jobs[0] if worker.jobs else None
+        if job is None or job.task_id != task_id:  # pragma: no cover - the protocol keeps them in step
+            return
+        worker.running = job
+        job.attempts += 1
+        if worker.recalled.pop(task_id, None) == "cancel":  # it started before the cancel reached it:
+            self._end_running(worker, None, "")  # stop it the only way left (it is reported cancelled)
+            return
+        self.sink.task_started(task_id, worker.worker_id, job.attempts)
+        if self._workers.get(worker.worker_id) is worker:
+            assert self._loop is not None
+            worker.timer = self._loop.call_later(job.timeout, self._on_timeout, worker, job)
 
     def _on_timeout(self, worker: _Worker, job: Job) -> None:
-        if worker.job is job:
+        if worker.running is job:
             self._end_running(worker, TaskState.TIMED_OUT,
                               f"timed out after {job.timeout:g}s; its worker was killed and replaced")
 
-    def _end_running(self, worker: _Worker, state: TaskState, error: str) -> None:
-        job, worker.job = worker.job, None
+    def _end_running(self, worker: _Worker, state: TaskState | None, error: str) -> None:
+        """End the running job with `state` (None: it was ended already) by killing the worker;
+        the jobs it held behind it are settled once it is gone (see _settle)."""
+        job, worker.running = worker.running, None
         if job is not None:
-            self.sink.task_finished(job.task_id, state, None, error, worker.worker_id)
+            worker.jobs.remove(job)
+            if state is not None:
+                self.sink.task_finished(job.task_id, state, None, error, worker.worker_id)
         self._retire(worker, graceful=False)
         self._replace_if_needed()
 
@@ -275,23 +342,94 @@ class LocalBackend(JobQueue, PoolBackend):
         loop.add_reader(fd, ready)
 
     def _exited(self, worker: _Worker) -> None:
+        """The process is gone (reaped). Read what it said before it went, then settle the jobs
+        it held: the one it ran failed (or retries), the others go back to the queue."""
         if not worker.gone.done():
             worker.gone.set_result(worker.proc.returncode)
-        if self._workers.get(worker.worker_id) is worker:
-            self._on_worker_exit(worker)  # it was not asked to stop: it died
+        died = self._workers.get(worker.worker_id) is worker  # not asked to stop
+        if died:
+            self._detach(worker)
+        self._read_all(worker)
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        how = describe_exit(worker.proc.returncode)
+        pid = worker.pid or worker.proc.pid
+        if died:
+            if not worker.started.done():
+                worker.started.set_exception(PoolUnavailable(f"worker exited during start-up ({how})"))
+                worker.started.exception()  # mark retrieved; start() reports it
+            self._crashes.append((time.monotonic(), f"{worker.worker_id} (pid {pid}) {how}"))
+            self.sink.pool_event(self.pool_id, "worker_died", {"worker_id": worker.worker_id, "pid": pid,
+                                                               "how": how})
+            self._spawn_backoff = time.monotonic() + min(5.0, 0.1 * 2 ** min(len(self._crashes), 6))
+        job, worker.running = worker.running, None
+        if job is not None:
+            worker.jobs.remove(job)
+            verb = "died" if died else "was stopped"
+            reason = f"worker process {pid} {verb} while running the task ({how})"
+            if job.attempts <= job.retries and not self._closed:
+                self._queue.appendleft(job)
+                self.sink.task_requeued(job.task_id, reason + "; retrying")
+            else:
+                self.sink.task_finished(job.task_id, TaskState.FAILED, None, reason, worker.worker_id,
+                                        pool_fault=True)
+        for held in reversed(worker.jobs):  # handed over, never started: first in line again
+            if worker.recalled.get(held.task_id) != "cancel" and not self._closed:
+                self._queue.appendleft(held)
+        worker.jobs.clear()
+        if died:
+            self._replace_if_needed()
+        else:
+            self._pump()
+
+    def _read_all(self, worker: _Worker) -> None:
+        """Handle every message the worker has already sent."""
+        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+            while worker.conn.poll():
+                self._handle(worker, pickle.loads(worker.conn.recv_bytes()))
 
     def _on_readable(self, worker: _Worker) -> None:
         try:
-            message = pickle.loads(worker.conn.recv_bytes())
+            while True:
+                self._handle(worker, pickle.loads(worker.conn.recv_bytes()))
+                if not worker.conn.poll():
+                    break
         except (EOFError, OSError, pickle.UnpicklingError):
-            # The worker is going: stop reading; its exit (reaped above) reports how it ended.
+            # The worker is going: stop reading; its exit (reaped above) settles its jobs.
             assert self._loop is not None
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(worker.conn.fileno())
             if worker.state != "stopping":
                 worker.state = "exiting"
             return
-        if message[0] == READY:
+        if self._workers.get(worker.worker_id) is worker:
+            self._pump()
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == DONE:
+            _, task_id, ok, result, error, next_id = message
+            job = worker.running
+            if job is not None and job.task_id == task_id:
+                if worker.timer:
+                    worker.timer.cancel()
+                worker.jobs.remove(job)
+                worker.running = None
+                worker.tasks_done += 1
+                self.sink.task_finished(task_id, TaskState.COMPLETED if ok else TaskState.FAILED, result, error,
+                                        worker.worker_id)
+            # else: a job already ended by timeout or cancel
+            if next_id is not None:
+                self._started(worker, next_id)
+        elif kind == STARTED:
+            self._started(worker, message[1])
+        elif kind == SKIPPED:
+            job = next((j for j in worker.jobs if j.task_id == message[1]), None)
+            if job is not None:
+                worker.jobs.remove(job)
+                if worker.recalled.pop(job.task_id, None) == "take":
+                    self._queue.appendleft(job)
+        elif kind == READY:
             worker.pid = message[1]
             worker.state = "idle"
             worker.idle_since = time.monotonic()
@@ -301,48 +439,9 @@ class LocalBackend(JobQueue, PoolBackend):
             if not worker.started.done():
                 worker.started.set_result(None)
             self._spawn_backoff = 0.0
-            self._pump()
-            return
-        task_id, ok, result, error = message
-        job = worker.job
-        if job is None or job.task_id != task_id:
-            return  # a reply for a job already ended by timeout or cancel
-        if worker.timer:
-            worker.timer.cancel()
-        worker.job = None
-        worker.state = "idle"
-        worker.tasks_done += 1
-        worker.idle_since = time.monotonic()
-        if self._queue and not self._held:
-            self._dispatch(worker, self._queue.popleft())
-        self.sink.task_finished(task_id, TaskState.COMPLETED if ok else TaskState.FAILED, result, error,
-                                worker.worker_id)
-
-    def _on_worker_exit(self, worker: _Worker) -> None:
-        """A worker closed its socket without being asked to: it died."""
-        if worker.worker_id not in self._workers:
-            return
-        self._detach(worker)
-        how = describe_exit(worker.proc.returncode)
-        if not worker.started.done():
-            worker.started.set_exception(PoolUnavailable(f"worker exited during start-up ({how})"))
-            worker.started.exception()  # mark retrieved; start() reports it
-        if worker.state != "stopping":
-            pid = worker.pid or worker.proc.pid
-            self._crashes.append((time.monotonic(), f"{worker.worker_id} (pid {pid}) {how}"))
-            self.sink.pool_event(self.pool_id, "worker_died", {"worker_id": worker.worker_id, "pid": pid,
-                                                               "how": how})
-            self._spawn_backoff = time.monotonic() + min(5.0, 0.1 * 2 ** min(len(self._crashes), 6))
-        job, worker.job = worker.job, None
-        if job is not None:
-            reason = f"worker process {worker.pid or worker.proc.pid} died while running the task ({how})"
-            if job.attempts <= job.retries:
-                self._queue.appendleft(job)
-                self.sink.task_requeued(job.task_id, reason + "; retrying")
-            else:
-                self.sink.task_finished(job.task_id, TaskState.FAILED, None, reason, worker.worker_id,
-                                        pool_fault=True)
-        self._replace_if_needed()
+        if worker.state == "busy" and not worker.jobs:
+            worker.state = "idle"
+            worker.idle_since = time.monotonic()
 
     def _replace_if_needed(self) -> None:
         if self._closed:
@@ -372,15 +471,15 @@ class LocalBackend(JobQueue, PoolBackend):
             self._loop.remove_reader(worker.conn.fileno())
 
     def _retire(self, worker: _Worker, *, graceful: bool) -> None:
+        """Stop a worker: a STOP message for an idle one, a kill for a busy one. Its socket stays
+        open until it is gone, so what it said last is still read (see _exited)."""
         worker.state = "stopping"
         self._detach(worker)
         if graceful:
             with contextlib.suppress(OSError):
-                worker.conn.send_bytes(pickle.dumps((None, None, None, None)))
+                worker.conn.send_bytes(pickle.dumps((STOP,)))
         else:
             worker.kill()
-        with contextlib.suppress(OSError):
-            worker.conn.close()
 
     # -- scaling -------------------------------------------------------------------------
     async def scale(self, target: int, trigger: str = "manual") -> int:
@@ -432,9 +531,9 @@ class LocalBackend(JobQueue, PoolBackend):
             mem, cpu = w.measure()
             state = "stopping" if w.state == "exiting" else w.state
             workers.append(WorkerInfo(worker_id=w.worker_id, pid=w.pid or w.proc.pid, state=state,
-                                      task_id=w.job.task_id if w.job else None, tasks_done=w.tasks_done,
+                                      task_id=w.running.task_id if w.running else None, tasks_done=w.tasks_done,
                                       memory_mb=mem, cpu_percent=cpu))
-        in_flight = sum(1 for w in self._workers.values() if w.job is not None)
+        in_flight = sum(len(w.jobs) for w in self._workers.values())
         status, reason = self.status()
         return BackendSnapshot(status=status, status_reason=reason, workers=workers,
                                queue_size=len(self._queue), in_flight=in_flight)

@@ -13,8 +13,8 @@ splits in two at once, so that nothing a task starts can outlive the task or its
 
 The keeper runs no task code, so it always answers a signal; the worker may be stuck in C
 code holding the GIL (a long regex) and still dies the moment its keeper does. The worker
-reads one job at a time from the socket, runs it, and writes back the result or the error
-with its traceback. Elsewhere (no prctl) there is no keeper: a watchdog thread ends the
+runs the jobs the owner sends, in order, and writes back each result or error with its
+traceback (the protocol is below). Elsewhere (no prctl) there is no keeper: a watchdog thread ends the
 worker's process group when the owner is gone.
 """
 
@@ -28,12 +28,24 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
 from pools.backends import reaping
 
-READY = "__ready__"
+# The wire protocol (pickled tuples over the socket):
+#   owner -> worker   (JOB, task_id, type_ref, payload, context_blob) | (CANCEL, task_id) | (STOP,)
+#   worker -> owner   (READY, pid) | (STARTED, task_id) | (SKIPPED, task_id)
+#                     | (DONE, task_id, ok, result, error, next_task_id)
+# Jobs run in the order sent. The owner may send the next job before the current one ends
+# (pipelining). Before starting a job the worker reads everything already sent, so a CANCEL
+# of a job it holds but has not started removes it (SKIPPED). A job's start is announced,
+# either alone (STARTED) or with the previous job's outcome (DONE ... next_task_id), so the
+# owner always knows which job runs: the one to kill on cancel or timeout, the one a crash
+# failed; the others never started and go back to its queue. A CANCEL sent while a task runs
+# comes with SIGUSR1, so it is answered at once.
+READY, JOB, CANCEL, STOP, STARTED, SKIPPED, DONE = "ready", "job", "cancel", "stop", "started", "skipped", "done"
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -47,17 +59,37 @@ def _watch_parent(parent_pid: int) -> None:
 def serve(conn: Connection, *, sweep_after_task: bool) -> None:
     from pools.task_types import RunContext, load_ref
 
-    conn.send_bytes(pickle.dumps((READY, os.getpid())))
     instances: dict[str, Any] = {}
     contexts: dict[bytes, RunContext] = {}
-    while True:
+    pending: deque[tuple[Any, ...]] = deque()
+    stopping = False
+    in_task = False
+    outcome: tuple[Any, ...] | None = None  # the last job's, sent with the next job's start
+
+    def send(message: tuple[Any, ...]) -> None:
         try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        task_id, type_ref, payload, context_blob = pickle.loads(message)
-        if task_id is None:
-            return
+            data = pickle.dumps(message)
+        except Exception as exc:  # an outcome that cannot travel is reported as the task's failure
+            data = pickle.dumps((DONE, message[1], False, None, f"result could not be sent back: {exc}",
+                                 message[-1]))
+        conn.send_bytes(data)
+
+    def take(data: bytes) -> None:
+        nonlocal stopping
+        message = pickle.loads(data)
+        if message[0] == JOB:
+            pending.append(message)
+        elif message[0] == CANCEL:
+            for job in pending:
+                if job[1] == message[1]:
+                    pending.remove(job)
+                    send((SKIPPED, message[1]))
+                    break
+        else:
+            stopping = True
+
+    def run(job: tuple[Any, ...]) -> tuple[Any, ...]:
+        _, task_id, type_ref, payload, context_blob = job
         try:
             task_type = instances.get(type_ref)
             if task_type is None:
@@ -65,14 +97,38 @@ def serve(conn: Connection, *, sweep_after_task: bool) -> None:
             context = contexts.get(context_blob)
             if context is None:
                 context = contexts[context_blob] = RunContext.model_validate(pickle.loads(context_blob))
-            reply: tuple[Any, ...] = (task_id, True, task_type.run(payload, context), None)
+            return (DONE, task_id, True, task_type.run(payload, context), None)
         except BaseException as exc:  # the task's failure, reported, never the worker's end
-            reply = (task_id, False, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            return (DONE, task_id, False, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+
+    def read_mail(signum: int, frame: object) -> None:
+        """SIGUSR1 while a task runs: the owner asks back a job held behind it (a cancel, or for an
+        idle worker); answer now rather than when the task ends. Between tasks the loop reads."""
+        if in_task:
+            while conn.poll():
+                take(conn.recv_bytes())
+
+    signal.signal(signal.SIGUSR1, read_mail)
+    conn.send_bytes(pickle.dumps((READY, os.getpid())))
+    while True:
         try:
-            data = pickle.dumps(reply)
-        except Exception as exc:
-            data = pickle.dumps((task_id, False, None, f"result could not be sent back: {exc}"))
-        conn.send_bytes(data)
+            while conn.poll():  # everything already sent: new jobs, and cancels of held ones
+                take(conn.recv_bytes())
+            if not pending:
+                if outcome is not None:
+                    send((*outcome, None))
+                    outcome = None
+                if stopping:
+                    return
+                take(conn.recv_bytes())
+                continue
+        except (EOFError, OSError):
+            return
+        job = pending.popleft()
+        send((*outcome, job[1]) if outcome is not None else (STARTED, job[1]))
+        in_task = True
+        outcome = run(job)
+        in_task = False
         if sweep_after_task and not reaping.reap_finished():
             reaping.sweep()  # what the task left running ends with it
 
@@ -104,7 +160,8 @@ def exit_like(status: int) -> None:
     """Leave with the worker's own exit status, so its owner reports how the worker ended."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP keep their default anyway
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         os._exit(128 + sig)  # pragma: no cover - a signal that does not terminate
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
