@@ -35,18 +35,18 @@ import sys
 import time
 from collections import deque
 from itertools import count
-from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
 
 from pools.backends.base import BackendSnapshot, Job, JobQueue, PoolBackend, TaskSink
+from pools.backends.framing import Channel, frame
 from pools.backends.worker_process import CANCEL, DONE, JOB, READY, SKIPPED, STARTED, STOP
 from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 
 SPAWN_READY_TIMEOUT = 30.0
-DEPTH = 2  # jobs a worker holds at once: the one it runs and the next
+DEPTH = 8  # jobs a worker holds at once: the one it runs and the next ones, sent in one write
 OWNER_ENV = "MAHAVISHNU_WORKER_OWNER"  # pid of the process that owns the pool
 USAGE_INTERVAL = 1.0  # seconds between psutil samples of a worker
 
@@ -66,7 +66,7 @@ class _Worker:
     __slots__ = ("worker_id", "proc", "conn", "state", "jobs", "running", "tasks_done", "idle_since", "timer",
                  "ps", "started", "usage", "pid", "gone", "recalled")
 
-    def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+    def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Channel) -> None:
         self.worker_id = worker_id
         self.proc = proc  # the keeper on Linux (see worker_process), else the worker itself
         self.pid: int | None = None  # the process that runs tasks, as it reported when ready
@@ -74,7 +74,9 @@ class _Worker:
         self.state = "starting"  # starting -> idle <-> busy -> stopping (asked) | exiting (on its own)
         self.jobs: deque[Job] = deque()  # handed over and not ended, in the order sent
         self.running: Job | None = None  # the one it announced it started
-        self.recalled: dict[str, str] = {}  # task id -> "cancel" | "take": asked back, not yet answered
+        # Jobs asked back and not yet answered: task id -> "take" (back to the queue, for an idle
+        # worker) or "gone" (cancelled, or moved to another pool: it must not run here).
+        self.recalled: dict[str, str] = {}
         self.tasks_done = 0
         self.idle_since = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
@@ -154,7 +156,7 @@ class LocalBackend(JobQueue, PoolBackend):
         for worker in workers:
             if worker.jobs:
                 for job in list(worker.jobs):
-                    if not abandon and worker.recalled.get(job.task_id) != "cancel":
+                    if not abandon and worker.recalled.get(job.task_id) != "gone":
                         ran = job is worker.running
                         self.sink.task_finished(job.task_id, TaskState.CANCELLED, None,
                                                 "the pool was closed while the task ran" if ran else
@@ -184,7 +186,7 @@ class LocalBackend(JobQueue, PoolBackend):
             return True
         for worker in list(self._workers.values()):
             job = next((j for j in worker.jobs if j.task_id == task_id), None)
-            if job is None or worker.recalled.get(task_id) == "cancel":
+            if job is None or worker.recalled.get(task_id) == "gone":
                 continue
             self._read_all(worker)  # what it already said: it may have started or ended the job
             if job not in worker.jobs:
@@ -195,36 +197,53 @@ class LocalBackend(JobQueue, PoolBackend):
             else:
                 if task_id not in worker.recalled:
                     self._recall(worker, job)
-                worker.recalled[task_id] = "cancel"
+                worker.recalled[task_id] = "gone"
                 self.sink.task_finished(task_id, TaskState.CANCELLED, None, "cancelled before it started",
                                         None)
             return True
         return False
 
-    def _recall(self, worker: _Worker, job: Job, why: str = "cancel") -> None:
+    def _recall(self, worker: _Worker, job: Job, why: str = "gone") -> None:
         """Ask a worker to drop a job it holds but has not started. It answers SKIPPED, or it had
         started it (STARTED arrives first): then a cancelled job is stopped by killing the worker,
         and a job taken back for another worker just runs where it is."""
         worker.recalled[job.task_id] = why
         with contextlib.suppress(OSError):  # it is dying: its exit settles the job
-            worker.conn.send_bytes(pickle.dumps((CANCEL, job.task_id)))
+            worker.conn.send((CANCEL, job.task_id))
             if worker.pid is not None:
                 os.kill(worker.pid, signal.SIGUSR1)  # it may be running a long task: read it now
 
     def hold(self) -> None:
         self._held = True
 
+    def take_queued(self, limit: int) -> list[Job]:
+        """Queued jobs first; then jobs held by a worker behind its running one, which it is told
+        to drop (if one started before the word arrived, that worker is stopped: it runs elsewhere)."""
+        taken = JobQueue.take_queued(self, limit)
+        for worker in self._workers.values():
+            for job in reversed(worker.jobs):
+                if len(taken) >= limit:
+                    return taken
+                if job is not worker.running and job.task_id not in worker.recalled:
+                    self._recall(worker, job, "gone")
+                    taken.append(job)
+        return taken
+
     def _pump(self) -> None:
         """Hand queued jobs to idle workers; grow the pool when jobs still wait."""
         if self._closed or self._held:
             return
-        # One job to every free worker first, then a second to each: spread before deepening.
-        for depth in range(1, DEPTH + 1):
-            for worker in self._workers.values():
+        # Spread before deepening: each free worker gets its share of what waits, up to DEPTH. While
+        # the pool may still grow, one job each: what waits stays queued, so new workers are started.
+        depth = DEPTH if len(self._workers) >= self.config.max_workers else 1
+        ready = [w for w in self._workers.values() if w.state in ("idle", "busy") and len(w.jobs) < depth]
+        if self._queue and ready:
+            share = max(1, -(-len(self._queue) // len(ready)))
+            for worker in sorted(ready, key=lambda w: len(w.jobs)):
                 if not self._queue:
                     break
-                if worker.state in ("idle", "busy") and len(worker.jobs) < depth:
-                    self._dispatch(worker, self._queue.popleft())
+                self._dispatch(worker, [self._queue.popleft()
+                                        for _ in range(min(share, depth - len(worker.jobs), len(self._queue)))])
         if not self._queue:
             self._rebalance_held()
         if self._queue:
@@ -253,19 +272,26 @@ class LocalBackend(JobQueue, PoolBackend):
                     idle -= 1
                     break
 
-    def _dispatch(self, worker: _Worker, job: Job) -> None:
-        try:
-            data = pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob))
-        except Exception as exc:
-            self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}", None)
+    def _dispatch(self, worker: _Worker, jobs: list[Job]) -> None:
+        """Hand jobs to a worker in one write."""
+        sent, frames = [], []
+        for job in jobs:
+            try:
+                frames.append(frame(pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob),
+                                                 protocol=pickle.HIGHEST_PROTOCOL)))
+                sent.append(job)
+            except Exception as exc:
+                self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}",
+                                        None)
+        if not sent:
             return
         try:
-            worker.conn.send_bytes(data)
+            worker.conn.sock.sendall(b"".join(frames))
         except OSError:
-            self._queue.appendleft(job)  # the worker is dying; its exit replaces it
+            self._queue.extendleft(reversed(sent))  # the worker is dying; its exit replaces it
             return
         worker.state = "busy"
-        worker.jobs.append(job)
+        worker.jobs.extend(sent)
 
     def _started(self, worker: _Worker, task_id: str) -> None:
         """The worker began a job: the next one it holds, in order."""
@@ -274,7 +300,7 @@ class LocalBackend(JobQueue, PoolBackend):
             return
         worker.running = job
         job.attempts += 1
-        if worker.recalled.pop(task_id, None) == "cancel":  # it started before the cancel reached it:
+        if worker.recalled.pop(task_id, None) == "gone":  # it started before the recall reached it:
             self._end_running(worker, None, "")  # stop it the only way left (it is reported cancelled)
             return
         self.sink.task_started(task_id, worker.worker_id, job.attempts)
@@ -314,7 +340,7 @@ class LocalBackend(JobQueue, PoolBackend):
             stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
         )
         child_sock.close()
-        conn = Connection(parent_sock.detach())
+        conn = Channel(parent_sock)
         worker = _Worker(worker_id, proc, conn)
         self._workers[worker_id] = worker
         assert self._loop is not None
@@ -374,7 +400,7 @@ class LocalBackend(JobQueue, PoolBackend):
                 self.sink.task_finished(job.task_id, TaskState.FAILED, None, reason, worker.worker_id,
                                         pool_fault=True)
         for held in reversed(worker.jobs):  # handed over, never started: first in line again
-            if worker.recalled.get(held.task_id) != "cancel" and not self._closed:
+            if worker.recalled.get(held.task_id) != "gone" and not self._closed:
                 self._queue.appendleft(held)
         worker.jobs.clear()
         if died:
@@ -384,16 +410,14 @@ class LocalBackend(JobQueue, PoolBackend):
 
     def _read_all(self, worker: _Worker) -> None:
         """Handle every message the worker has already sent."""
-        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
-            while worker.conn.poll():
-                self._handle(worker, pickle.loads(worker.conn.recv_bytes()))
+        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):  # gone: the rest is in messages
+            worker.conn.pull(block=False)
+        while worker.conn.messages:
+            self._handle(worker, worker.conn.messages.popleft())
 
     def _on_readable(self, worker: _Worker) -> None:
         try:
-            while True:
-                self._handle(worker, pickle.loads(worker.conn.recv_bytes()))
-                if not worker.conn.poll():
-                    break
+            worker.conn.pull(block=False)
         except (EOFError, OSError, pickle.UnpicklingError):
             # The worker is going: stop reading; its exit (reaped above) settles its jobs.
             assert self._loop is not None
@@ -401,7 +425,8 @@ class LocalBackend(JobQueue, PoolBackend):
                 self._loop.remove_reader(worker.conn.fileno())
             if worker.state != "stopping":
                 worker.state = "exiting"
-            return
+        while worker.conn.messages:
+            self._handle(worker, worker.conn.messages.popleft())
         if self._workers.get(worker.worker_id) is worker:
             self._pump()
 
@@ -477,7 +502,7 @@ class LocalBackend(JobQueue, PoolBackend):
         self._detach(worker)
         if graceful:
             with contextlib.suppress(OSError):
-                worker.conn.send_bytes(pickle.dumps((STOP,)))
+                worker.conn.send((STOP,))
         else:
             worker.kill()
 
@@ -533,10 +558,12 @@ class LocalBackend(JobQueue, PoolBackend):
             workers.append(WorkerInfo(worker_id=w.worker_id, pid=w.pid or w.proc.pid, state=state,
                                       task_id=w.running.task_id if w.running else None, tasks_done=w.tasks_done,
                                       memory_mb=mem, cpu_percent=cpu))
-        in_flight = sum(len(w.jobs) for w in self._workers.values())
+        # A job handed to a worker but not started is still waiting: it counts as queued.
+        in_flight = sum(1 for w in self._workers.values() if w.running is not None)
+        held = sum(len(w.jobs) for w in self._workers.values()) - in_flight
         status, reason = self.status()
         return BackendSnapshot(status=status, status_reason=reason, workers=workers,
-                               queue_size=len(self._queue), in_flight=in_flight)
+                               queue_size=len(self._queue) + held, in_flight=in_flight)
 
     def status(self) -> tuple[PoolStatus, str | None]:
         if self._closed:

@@ -24,15 +24,16 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
 from collections import deque
-from multiprocessing.connection import Connection
 from typing import Any
 
 from pools.backends import reaping
+from pools.backends.framing import Channel
 
 # The wire protocol (pickled tuples over the socket):
 #   owner -> worker   (JOB, task_id, type_ref, payload, context_blob) | (CANCEL, task_id) | (STOP,)
@@ -56,7 +57,7 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.2)
 
 
-def serve(conn: Connection, *, sweep_after_task: bool) -> None:
+def serve(conn: Channel, *, sweep_after_task: bool) -> None:
     from pools.task_types import RunContext, load_ref
 
     instances: dict[str, Any] = {}
@@ -68,25 +69,26 @@ def serve(conn: Connection, *, sweep_after_task: bool) -> None:
 
     def send(message: tuple[Any, ...]) -> None:
         try:
-            data = pickle.dumps(message)
-        except Exception as exc:  # an outcome that cannot travel is reported as the task's failure
-            data = pickle.dumps((DONE, message[1], False, None, f"result could not be sent back: {exc}",
-                                 message[-1]))
-        conn.send_bytes(data)
+            conn.send(message)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            # an outcome that cannot travel is reported as the task's failure
+            conn.send((DONE, message[1], False, None, f"result could not be sent back: {exc}", message[-1]))
 
-    def take(data: bytes) -> None:
+    def take_all(block: bool) -> None:
         nonlocal stopping
-        message = pickle.loads(data)
-        if message[0] == JOB:
-            pending.append(message)
-        elif message[0] == CANCEL:
-            for job in pending:
-                if job[1] == message[1]:
-                    pending.remove(job)
-                    send((SKIPPED, message[1]))
-                    break
-        else:
-            stopping = True
+        conn.pull(block)
+        while conn.messages:
+            message = conn.messages.popleft()
+            if message[0] == JOB:
+                pending.append(message)
+            elif message[0] == CANCEL:
+                for job in pending:
+                    if job[1] == message[1]:
+                        pending.remove(job)
+                        send((SKIPPED, message[1]))
+                        break
+            else:
+                stopping = True
 
     def run(job: tuple[Any, ...]) -> tuple[Any, ...]:
         _, task_id, type_ref, payload, context_blob = job
@@ -105,24 +107,22 @@ def serve(conn: Connection, *, sweep_after_task: bool) -> None:
         """SIGUSR1 while a task runs: the owner asks back a job held behind it (a cancel, or for an
         idle worker); answer now rather than when the task ends. Between tasks the loop reads."""
         if in_task:
-            while conn.poll():
-                take(conn.recv_bytes())
+            take_all(block=False)
 
     signal.signal(signal.SIGUSR1, read_mail)
-    conn.send_bytes(pickle.dumps((READY, os.getpid())))
+    conn.send((READY, os.getpid()))
     while True:
         try:
-            while conn.poll():  # everything already sent: new jobs, and cancels of held ones
-                take(conn.recv_bytes())
+            take_all(block=False)  # everything already sent: new jobs, and cancels of held ones
             if not pending:
                 if outcome is not None:
                     send((*outcome, None))
                     outcome = None
                 if stopping:
                     return
-                take(conn.recv_bytes())
+                take_all(block=True)
                 continue
-        except (EOFError, OSError):
+        except EOFError:  # the owner is gone, or stopped us: nothing is waiting for more
             return
         job = pending.popleft()
         send((*outcome, job[1]) if outcome is not None else (STARTED, job[1]))
@@ -187,7 +187,7 @@ def main() -> None:
         threading.Thread(target=_watch_parent, args=(owner_pid,), daemon=True).start()
     # The owner going away mid-exchange leaves nothing to report to and nothing to clean up.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        serve(Connection(fd), sweep_after_task=kernel)
+        serve(Channel(socket.socket(fileno=fd)), sweep_after_task=kernel)
     if kernel:
         reaping.sweep()
 

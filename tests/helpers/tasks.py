@@ -110,3 +110,16 @@ def big_text(size: int, seed: int = 0) -> str:
     alphabet = 'abcdefghij KLMNOP 0123456789 "\\\n\t é€😀{}[],:'
     rng = random.Random(seed)
     return "".join(rng.choices(alphabet, k=size))
+
+
+def exit_after_gate(gate: str, code: int) -> None:
+    """Block on the gate, then crash the worker."""
+    wait_for_file(gate)
+    os._exit(code)
+
+
+def append_line(path: str, text: str) -> int:
+    """Append one line (tests read the order tasks ran in); returns the worker's pid."""
+    with open(path, "a") as fh:
+        fh.write(text + "\n")
+    return os.getpid()
