@@ -51,6 +51,10 @@ async def test_the_released_session_buddy(home: Path, tmp_path: Path) -> None:
             await m.execute("local", "analyze", {"sources": {"okapi_api.py": "import os\n"}})
             pushed = await aggregator.sync(m)
             assert pushed.method == "store_reflection" and pushed.pushed == 1 and pushed.error is None
+            # memory search reaches it as a memory endpoint, with the parameters its quick_search takes
+            found = await aggregator.search(m, "analyze")
+            assert found.unreachable == [], found.sources
+            assert any(h.source == URL and "[mahavishnu] analyze task" in h.text for h in found.results), found
         found = await PeerClient(URL).call("quick_search", {"query": "mahavishnu"}, timeout=60)
         assert not found.is_error and "[mahavishnu] analyze task" in found.text
     finally:
