@@ -83,6 +83,7 @@ class KubernetesBackend(JobQueue, PoolBackend):
         self._launching = 0
         self._pending: set[asyncio.Task[Any]] = set()  # launches, log reads, deletions in progress
         self._deleting: set[str] = set()  # Job names we asked the API to delete
+        self._handovers: set[asyncio.Task[Any]] = set()  # Secrets being given to their Jobs
         self._jobs: Informer | None = None
         self._pods: Informer | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -228,6 +229,8 @@ class KubernetesBackend(JobQueue, PoolBackend):
                 while any(n in self._jobs.objects for n in names) and time.monotonic() < deadline \
                         and self.health.status()[0] is PoolStatus.RUNNING:
                     await asyncio.sleep(0.05)
+        if self._handovers:  # a Secret left without its owner would outlive its Job
+            await asyncio.gather(*self._handovers, return_exceptions=True)
         for task in list(self._pending):
             task.cancel()
         for informer in (self._jobs, self._pods):
@@ -410,10 +413,18 @@ class KubernetesBackend(JobQueue, PoolBackend):
         created = await self._retrying(f"creating Job {name}", k.batch.create_namespaced_job, ns, body, ok=(409,))
         if created is None:  # 409: it exists
             created = await self._retrying(f"reading Job {name}", k.batch.read_namespaced_job, name, ns)
-        with contextlib.suppress(PoolUnavailable):  # without an owner, the Secret outlives the Job: not fatal
-            await self._retrying(f"handing the Secret {name} to its Job", k.core.patch_namespaced_secret,
-                                 name, ns, manifests.owned_by(created, name))
+        self._handovers.add(self._spawn(self._hand_over(name, created)))  # off the task's path
+        self._handovers = {t for t in self._handovers if not t.done()}
         return created
+
+    async def _hand_over(self, name: str, job: Any) -> None:
+        """Make the Job own its Secret, so the garbage collector removes it with the Job."""
+        k = await self._connect()
+        try:
+            await self._retrying(f"handing the Secret {name} to its Job", k.core.patch_namespaced_secret,
+                                 name, self.config.namespace, manifests.owned_by(job, name))
+        except PoolUnavailable as exc:  # without an owner the Secret outlives the Job: say so, go on
+            self.sink.pool_event(self.pool_id, "k8s_cleanup_failed", {"secret": name, "error": exc.message})
 
     async def _retrying(self, doing: str, fn: Any, *args: Any, ok: tuple[int, ...] = (), **kwargs: Any) -> Any:
         """Call, retrying what is transient (Retry-After first, else doubling waits) until the pool
