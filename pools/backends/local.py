@@ -131,6 +131,7 @@ class LocalBackend(JobQueue, PoolBackend):
         self._target = config.min_workers
         self._closed = False
         self._held = False
+        self._pump_scheduled = False
         self._reaper: asyncio.TimerHandle | None = None
         self._spawn_backoff = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,6 +216,21 @@ class LocalBackend(JobQueue, PoolBackend):
 
     def hold(self) -> None:
         self._held = True
+
+    def submit(self, job: Job) -> None:
+        """Queue it; the hand-over to a worker happens once this loop iteration's other work is
+        done, so a burst of submits becomes one write per worker and no submit waits on a send."""
+        if self._closed:
+            raise PoolUnavailable(f"pool {self.config.name!r} is closed")
+        self._queue.append(job)
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        self._pump()
 
     def take_queued(self, limit: int) -> list[Job]:
         """Queued jobs first; then jobs held by a worker behind its running one, which it is told
