@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_server import __version__, runtime
-from mcp_server.auth import BearerAuth, check_bind
+from mcp_server.auth import BearerAuth, LoopbackGuard, check_bind, is_loopback
 from mcp_server.events import RETRY_MS, BoundedEventStore
 from mcp_server.server import build_server
 from pools.errors import PoolError
@@ -156,11 +156,17 @@ def http_app(manager: PoolManager, settings: Settings, opts: HttpOptions, peer: 
     for path, handler in (("/health", health), ("/healthz", healthz), ("/mcp/health", health),
                           ("/metrics", metrics)):
         server.custom_route(path, methods=["GET"])(handler)
+    from mcp.server.transport_security import TransportSecuritySettings
+
     # Resumable streams (mcp_server/events.py): a client whose stream broke mid-call reconnects
-    # with Last-Event-ID and gets the progress and result it missed.
+    # with Last-Event-ID and gets the progress and result it missed. One Host/Origin check for every
+    # path and every loopback address (LoopbackGuard), instead of the SDK's, which covers /mcp on
+    # 127.0.0.1, localhost and ::1 only.
     app = server.streamable_http_app(streamable_http_path="/mcp", host=opts.host, event_store=BoundedEventStore(),
-                                     retry_interval=RETRY_MS)
-    return BearerAuth(app, opts.token) if opts.token else app
+                                     retry_interval=RETRY_MS, transport_security=TransportSecuritySettings(
+                                         enable_dns_rebinding_protection=False))
+    asgi = BearerAuth(app, opts.token) if opts.token else app
+    return LoopbackGuard(asgi) if is_loopback(opts.host) else asgi
 
 
 async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = False) -> None:
