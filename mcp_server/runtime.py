@@ -15,6 +15,7 @@ def write(home: Path, url: str, token: str | None) -> Path:
     path = home / FILENAME
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a token
+    os.fchmod(fd, 0o600)  # a leftover .tmp of wider mode is tightened too
     with os.fdopen(fd, "w") as fh:
         json.dump({"url": url, "token": token, "pid": os.getpid()}, fh)
     tmp.replace(path)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pools.errors import StoreBusy
+from pools.private import private_file
 
 WAIT = 0.8  # an owner that is just closing gets this long; nothing waits for longer
 
@@ -24,7 +25,7 @@ class HomeLock:
         self._fd: int | None = None
 
     def acquire(self, wait: float = WAIT) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # and its directory 0700: the state directory starts private
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait
         while True:

@@ -33,6 +33,7 @@ from typing import Any
 from pools.errors import Conflict, StoreFailure
 from pools.memory import MemoryLog
 from pools.models import TaskRecord, TaskState
+from pools.private import private_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -112,7 +113,7 @@ def _ts(value: Any) -> float | None:
 class Store:
     def __init__(self, path: Path, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Without a loop every write commits at once (tools, tests); with one, see the module doc."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)  # 0600 in a 0700 directory, whatever the umask (pools/private.py)
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
