@@ -267,7 +267,7 @@ async def serve_stdio(settings: Settings, grace: float = DEFAULT_GRACE) -> None:
     with stop_signals(stop):
         try:
             await manager.start()
-            await build_server(manager, log_level="WARNING").run_stdio_async()
+            await build_server(manager, log_level="WARNING", follow_client_roots=True).run_stdio_async()
         except asyncio.CancelledError:
             if stop.signal is None:
                 raise

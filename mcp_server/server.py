@@ -26,6 +26,8 @@ from pools.manager import PoolManager
 log = logging.getLogger("mahavishnu.server")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+READS_FILES = frozenset({"pools_execute", "pools_distribute", "pools_discover", "pools_credentials"})
+ROOTS_TIMEOUT = 10.0
 
 INSTRUCTIONS = (
     "Mahavishnu Pools runs tasks on pools of workers. Start with pools_list and pools_task_types; run work "
@@ -50,11 +52,43 @@ def model_tool(spec: ToolSpec, manager: PoolManager) -> ModelTool:
 class PoolsServer(ModelToolServer):
     """The tools, plus the resources that carry what is too large to inline (mcp_server/results.py)."""
 
-    def __init__(self, manager: PoolManager, log_level: LogLevel) -> None:
+    def __init__(self, manager: PoolManager, log_level: LogLevel, follow_client_roots: bool = False) -> None:
         super().__init__("mahavishnu", title="Mahavishnu Pools", version=__version__, instructions=INSTRUCTIONS,
                          log_level=log_level, tools=[model_tool(spec, manager) for spec in TOOLS])
         self.manager = manager
+        self.follow_client_roots = follow_client_roots
         self.blobs = results.Blobs(manager.settings.home / "results", manager.settings.retention_days * 86400)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if self.follow_client_roots and name in READS_FILES and context is not None:
+            await self._refresh_client_roots(context)
+        return await super().call_tool(name, arguments, context)
+
+    async def _refresh_client_roots(self, context: Any) -> None:
+        """Over stdio the client is the one user of this server: when it declares MCP roots, file
+        access narrows to paths inside both its roots and the operator's. Asked before each call
+        that reads files, so a changed roots list counts at once."""
+        import asyncio
+        import warnings
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            session = context.session
+            capabilities = session.client_capabilities
+        except Exception:  # no request context (an in-process call): nothing to narrow by
+            return
+        if capabilities is None or capabilities.roots is None:
+            self.manager.set_client_roots(None)
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # roots are deprecated by 2026-07-28; clients still send them
+                listed = await asyncio.wait_for(session.list_roots(), ROOTS_TIMEOUT)
+        except Exception:
+            log.warning("the client declares roots but did not list them; keeping the last list", exc_info=True)
+            return
+        paths = [unquote(urlsplit(str(r.uri)).path) for r in listed.roots if str(r.uri).startswith("file://")]
+        self.manager.set_client_roots(paths)
 
     def shape(self, spec: ModelTool, output: BaseModel) -> CallToolResult:
         data, links = results.shape(output.model_dump(mode="json", by_alias=True),
@@ -86,6 +120,8 @@ class PoolsServer(ModelToolServer):
         return [ReadResourceContents(content=text, mime_type="application/json", meta=meta)]
 
 
-def build_server(manager: PoolManager, *, log_level: LogLevel = "INFO") -> PoolsServer:
-    """The MCP server over `manager`; the caller starts and closes the manager."""
-    return PoolsServer(manager, log_level)
+def build_server(manager: PoolManager, *, log_level: LogLevel = "INFO",
+                 follow_client_roots: bool = False) -> PoolsServer:
+    """The MCP server over `manager`; the caller starts and closes the manager. `follow_client_roots`
+    (stdio): a client's declared MCP roots narrow the file roots."""
+    return PoolsServer(manager, log_level, follow_client_roots)

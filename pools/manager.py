@@ -281,6 +281,34 @@ class PoolManager:
                                     f"max_total_workers); {used} are taken, so max_workers may be at most "
                                     f"{max(0, s.max_total_workers - used)}", field="max_workers")
 
+    def _check_file_inputs(self, inputs: list[tuple[str, str]]) -> None:
+        """Blocking (stat): every path inside the file roots (the client's too) and a regular file or
+        directory. A missing one is left to the task, which fails saying so."""
+        from pools.file_roots import OutsideRoots
+
+        roots = self.file_roots()
+        for field, path in inputs:
+            try:
+                roots.resolve(path, what=field)
+            except OutsideRoots as exc:
+                raise InvalidInput(str(exc), field=field) from None
+            except FileNotFoundError:
+                continue
+
+    def _check_task_limits(self, payload: dict[str, Any]) -> None:
+        import json
+
+        s = self.settings
+        if len(self._live) >= s.max_queued_tasks:
+            raise LimitExceeded(f"{len(self._live)} tasks are queued or running, the limit (setting "
+                                f"max_queued_tasks = {s.max_queued_tasks}); wait for some to finish",
+                                field="task_type")
+        size = len(json.dumps(payload, separators=(",", ":")).encode())
+        if size > s.max_payload_bytes:
+            raise LimitExceeded(f"the payload is {size} bytes as JSON, over the limit of {s.max_payload_bytes} "
+                                "(setting max_payload_bytes); send less, or put it in a file inside the file "
+                                "roots and pass its path", field="payload")
+
     def _run_context(self, pool: _Pool) -> dict[str, Any]:
         """What a task learns about where it runs (pools.task_types.RunContext)."""
         return {"worker_type": pool.config.worker_type, "prompt_commands": self.settings.prompt_commands,
@@ -547,6 +575,11 @@ class PoolManager:
         tt = self.task_types.get(task_type)
         clean = tt.validate_payload(payload)
         self._check_takes(pool, backend, task_type)
+        self._check_task_limits(clean)
+        if pool.config.type is PoolType.MAHAVISHNU:  # its workers share this disk: check the paths here too
+            inputs = tt.file_inputs(clean)
+            if inputs:
+                await asyncio.to_thread(self._check_file_inputs, inputs)
         record = TaskRecord.model_construct(
             task_id=new_task_id(), pool_id=pool.pool_id, task_type=task_type, payload=clean,
             state=TaskState.QUEUED, worker_id=None, created_at=_now(), started_at=None, finished_at=None,

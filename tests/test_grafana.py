@@ -200,7 +200,7 @@ def test_the_first_scale_failure_and_task_type_reach_the_panels(tmp_path: Path) 
             wait_until_sync(lambda: has_data(promql(base, zero)), timeout=60, interval=0.25,
                             what="prometheus to store the first pool's series at 0")
             run(home, "pools", "scale", "first", "--target", "2")
-            run(home, "pools", "execute", "-p", "first", "-t", "analyze", "--payload", '{"file": "/no.py"}', code=1)
+            run(home, "pools", "execute", "-p", "first", "-t", "analyze", "--payload", '{"file": "nofile.py"}', code=1)
             run(home, "pools", "execute", "-p", "first", "-t", "echo", "--payload", '{"x": 1}')
             firsts = {
                 "scale up": panel_query("Scaling Events", "scale up"),
@@ -263,7 +263,7 @@ def workload(home: Path, stop: threading.Event) -> None:
                 await client.call_tool("pools_execute", {"auto_route": True, "task_type": "analyze",
                                                          "payload": {"sources": {f"m{i}.py": "import os\n"}}})
                 if i % 5 == 0:
-                    await client.call_tool("pools_execute", {"task_type": "analyze", "payload": {"file": "/no.py"}})
+                    await client.call_tool("pools_execute", {"task_type": "analyze", "payload": {"file": "nofile.py"}})
                 await asyncio.sleep(0.05)
 
     asyncio.run(run())

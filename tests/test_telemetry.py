@@ -46,7 +46,7 @@ def test_live_metrics_match_the_spec(home: Path) -> None:
 
         payload = json.dumps({"files": [str(ROOT / "pools")]})
         assert run_cli(home, "pools", "execute", "-t", "analyze", "--payload", payload).returncode == 0
-        assert run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"file": "/nope.py"}').returncode == 1
+        assert run_cli(home, "pools", "execute", "-t", "analyze", "--payload", '{"file": "nofile.py"}').returncode == 1
         assert run_cli(home, "pools", "execute", "--auto-route", "-t", "echo", "--payload", "{}").returncode == 0
         families = scrape(url)
     for spec in METRICS:
@@ -76,7 +76,7 @@ async def test_a_task_and_a_routing_decision_are_traced(home: Path) -> None:
         await m.register(PoolConfig(name="t", min_workers=1, max_workers=1))
         decision = m.route("echo", RoutingStrategy.ROUND_ROBIN)
         done = await m.execute(decision.pool_id, "echo", {"x": 1})
-        bad = await m.execute("t", "analyze", {"file": "/nope.py"})
+        bad = await m.execute("t", "analyze", {"file": "nofile.py"})
     spans = {s.name: s for s in EXPORTER.get_finished_spans()}
     route = spans["route"]
     assert route.attributes["mahavishnu.routing.strategy"] == "round_robin"
@@ -131,7 +131,7 @@ async def test_events_are_written_as_json_lines(home: Path, tmp_path: Path) -> N
     log = tmp_path / "events.jsonl"
     async with PoolManager(make_settings(home, event_log=str(log))) as m:
         await m.register(PoolConfig(name="ev", min_workers=1, max_workers=1))
-        await m.execute("ev", "analyze", {"file": "/nope.py"})
+        await m.execute("ev", "analyze", {"file": "nofile.py"})
         await m.close_pool("ev")
     events = [json.loads(line) for line in log.read_text().splitlines()]
     kinds = [e["kind"] for e in events]

@@ -57,6 +57,30 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(0.2)
 
 
+def limit_memory(limit: int | None) -> None:
+    """The operator's worker_memory_bytes as this process's address-space limit (RLIMIT_AS): a task
+    that grows without bound gets MemoryError instead of taking the machine."""
+    import resource
+
+    if not limit:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))  # the soft limit: a task's commands inherit it
+
+
+def check_result_size(result: Any, limit: int | None) -> None:
+    """Refuse a result over the operator's max_result_bytes (as JSON) before it is sent back."""
+    if not limit:
+        return
+    import json
+
+    size = len(json.dumps(result, default=str).encode())
+    if size > limit:
+        raise ValueError(f"the task's result is {size} bytes as JSON, over the limit of {limit} (setting "
+                         "max_result_bytes); return less, or write it to a file and return the path")
+
+
 def serve(conn: Channel, *, sweep_after_task: bool) -> None:
     from pools.task_types import RunContext, load_ref
 
@@ -99,7 +123,10 @@ def serve(conn: Channel, *, sweep_after_task: bool) -> None:
             context = contexts.get(context_blob)
             if context is None:
                 context = contexts[context_blob] = RunContext.model_validate(pickle.loads(context_blob))
-            return (DONE, task_id, True, task_type.run(payload, context), None)
+                limit_memory(context.worker_memory_bytes)
+            result = task_type.run(payload, context)
+            check_result_size(result, context.max_result_bytes)
+            return (DONE, task_id, True, result, None)
         except BaseException as exc:  # the task's failure, reported, never the worker's end
             return (DONE, task_id, False, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 

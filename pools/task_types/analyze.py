@@ -77,6 +77,10 @@ class AnalyzeTask(TaskType):
     payload_model = AnalyzePayload
     idempotent = True
 
+    def file_inputs(self, payload: dict[str, Any]) -> list[tuple[str, str]]:
+        return ([("payload.file", payload["file"])] if payload.get("file") else []) + [
+            (f"payload.files.{i}", p) for i, p in enumerate(payload.get("files") or [])]
+
     def run(self, payload: dict[str, Any], context: RunContext) -> Any:
         paths = ([payload["file"]] if payload.get("file") else []) + list(payload.get("files") or [])
         issues: list[dict[str, Any]] = []

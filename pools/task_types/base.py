@@ -63,6 +63,11 @@ class TaskType:
             raise InvalidInput(f"bad payload for task type {cls.name!r}: {message}", field=field) from exc
         return model.model_dump(mode="json", exclude_none=True)
 
+    def file_inputs(self, payload: dict[str, Any]) -> list[tuple[str, str]]:
+        """(field, path) for every path in the payload that `run` reads on the worker's disk. The
+        server checks them against its file roots before a local pool takes the task."""
+        return []
+
     def run(self, payload: dict[str, Any], context: RunContext) -> Any:
         raise NotImplementedError
 
