@@ -80,6 +80,9 @@ class PoolsServer(ModelToolServer):
         if capabilities is None or capabilities.roots is None:
             self.manager.set_client_roots(None)
             return
+        if not getattr(session, "can_send_request", True):
+            # The 2026-07-28 protocol deprecates roots (SEP-2577) and this call has no channel to ask.
+            return
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # roots are deprecated by 2026-07-28; clients still send them

@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -68,6 +68,8 @@ def url_under(url: str, prefix: str) -> bool:
         return False
     if u.username is not None or u.password is not None:
         return False
+    if any(segment in (".", "..") for segment in unquote(u.path).split("/")):
+        return False  # a client may normalise `/bound/../x` to `/x`: never count it as under `/bound/`
     if (u.scheme.lower(), (u.hostname or "").lower(), u_port) != (p.scheme.lower(), (p.hostname or "").lower(),
                                                                   p_port):
         return False

@@ -80,8 +80,8 @@ class FileRoots:
         """The real path of `raw` when it is inside the roots and a regular file or directory."""
         if "\x00" in raw:
             raise OutsideRoots(f"{what} contains a NUL character")
-        base = self.client_roots[0] if self.client_roots else self.roots[0]
-        real = os.path.realpath(os.path.join(base, os.path.expanduser(raw)))
+        # Relative to the first root (the server's working directory) on the server and its workers alike.
+        real = os.path.realpath(os.path.join(self.roots[0], os.path.expanduser(raw)))
         if not self._allowed(real):
             raise OutsideRoots(f"{what} {raw!r} is outside the allowed file roots: {self.describe()}; the operator "
                                "adds roots with file_roots in settings.yaml")
