@@ -176,6 +176,7 @@ async def serve_http(settings: Settings, opts: HttpOptions, *, peer: bool = Fals
     check_bind(opts.host, opts.token)
     sock = listen(opts.host, opts.port)
     manager = PoolManager(settings)
+    manager.credentials.forbid(opts.token)  # the server's own token is never handed to a peer or cluster
     main = asyncio.current_task()
     assert main is not None
     uv: Any = None

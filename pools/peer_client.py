@@ -188,12 +188,26 @@ class PeerClient:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _SAME_HOST_OPENER.open(request, timeout=timeout) as response:
                 return 200 <= response.status < 300, f"HTTP {response.status}"
         except urllib.error.HTTPError as exc:
             return False, f"HTTP {exc.code}"
         except OSError as exc:
             return False, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only on the same scheme, host and port: a peer cannot bounce the probe
+    (and its token) to another host."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if urlsplit(newurl)[:2] != urlsplit(req.full_url)[:2]:
+            raise urllib.error.HTTPError(req.full_url, code, f"refused redirect to another host: {newurl}",
+                                         headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_SAME_HOST_OPENER = urllib.request.build_opener(_SameHostRedirects)
 
 
 async def _trust(name: str, result: Any) -> None:

@@ -29,7 +29,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import ListRootsResult, Root
 
-from pools.errors import LimitExceeded
+from pools.errors import LimitExceeded, PoolUnavailable
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskOptions, TaskState
 from tests.conftest import make_settings
@@ -45,7 +45,7 @@ class Recorder:
     """An HTTP listener on 127.0.0.1 that records every request (line, headers, body) and answers
     /health with 200 and everything else with 404."""
 
-    def __init__(self) -> None:
+    def __init__(self, redirect_to: str | None = None) -> None:
         self.requests: list[str] = []
         recorder = self
 
@@ -54,6 +54,11 @@ class Recorder:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length).decode(errors="replace") if length else ""
                 recorder.requests.append(f"{self.command} {self.path}\n{self.headers}\n{body}")
+                if redirect_to:
+                    self.send_response(302)
+                    self.send_header("location", redirect_to + self.path)
+                    self.end_headers()
+                    return
                 ok = self.path.endswith("/health")
                 self.send_response(200 if ok else 404)
                 self.send_header("content-type", "application/json")
@@ -240,6 +245,25 @@ async def test_a_bound_credential_is_sent_only_where_it_is_bound(home: Path, att
             await m.peer_access(attacker.url + "/bound/%2e%2e/elsewhere", "good")
         with pytest.raises(Exception, match="user info"):
             await m.peer_access(f"http://user:pw@{attacker.url.removeprefix('http://')}/mcp")
+
+
+async def test_redirects_to_another_host_are_not_followed(attacker: Recorder) -> None:
+    from pools.peer_client import PeerClient
+
+    bouncer = Recorder(redirect_to=attacker.url.replace("127.0.0.1", "localhost"))
+    try:
+        client = PeerClient(bouncer.url + "/mcp", token=BOUND_SECRET)
+        up, how = await asyncio.to_thread(client.health)
+        assert not up and "HTTP 302" in how
+        try:
+            reply = await client.call("list_pools", {}, timeout=10)
+        except PoolUnavailable:
+            pass
+        else:
+            assert reply.is_error
+    finally:
+        bouncer.close()
+    assert bouncer.requests and not attacker.requests  # the bounce was refused, both ways
 
 
 def test_a_credential_may_not_be_the_servers_own_token(home: Path) -> None:
