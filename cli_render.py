@@ -394,6 +394,27 @@ class Renderer:
             table.add_row(*(esc(c) for c in row))
         self.out(table)
 
+    def pools_credentials(self, data: dict[str, Any]) -> None:
+        rows = [[c["name"], c["source"], ", ".join(c["endpoints"]) or "-", ", ".join(c["kube_contexts"]) or "-"]
+                for c in data["credentials"]]
+        notes = [f"Kubernetes contexts a pool may choose: {', '.join(data['kube_contexts']) or 'its current one'}",
+                 f"Endpoints a client may give: {', '.join(data['allowed_endpoints']) or 'none'}",
+                 f"File roots: {', '.join(data['file_roots'])}"]
+        headers = ["Credential", "From", "Sent only to", "Kubernetes contexts"]
+        if self.fmt == "markdown":
+            print("## Credentials\n\n" + _md_table(headers, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes))
+            return
+        from rich.table import Table
+
+        table = Table(title="Credentials (names only; the operator's settings.yaml holds where each comes from)")
+        for h in headers:
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            table.add_row(*(esc(c) for c in row))
+        self.out(table)
+        for note in notes:
+            self.out(esc(note))
+
     def render(self, tool: str, data: Any) -> None:
         if self.fmt == "json":
             self.json(data)
