@@ -71,6 +71,7 @@ class Distribution:
                                       len(self.m.candidates(None)) if self.pool_type else 0)
         ok.sort(key=lambda c: c.pool_id)
         if self.strategy is DistributionStrategy.BROADCAST:
+            await self.m.check_file_inputs(self.tt, self.payload)  # split checks the shards' paths itself
             plan: list[tuple[dict[str, Any], Candidate | None]] = [(self.payload, c) for c in ok]
         else:
             capacity = sum(c.capacity for c in ok)
@@ -126,7 +127,8 @@ class Distribution:
                 pool = next(c for c in options if c.pool_id == decision.pool_id)
             try:
                 record = await self.m.submit(pool.pool_id, self.task_type, shard,
-                                             TaskOptions(timeout=self.timeout), group=self.group)
+                                             TaskOptions(timeout=self.timeout), group=self.group,
+                                             files_checked=True)
             except PoolError as exc:  # the pool cannot take work now: it failed, try another
                 self.failed_pools.add(pool.pool_id)
                 tried.append(pool.name)

@@ -281,6 +281,12 @@ class PoolManager:
                                     f"max_total_workers); {used} are taken, so max_workers may be at most "
                                     f"{max(0, s.max_total_workers - used)}", field="max_workers")
 
+    async def check_file_inputs(self, task_type: Any, payload: dict[str, Any]) -> None:
+        """The payload's paths (TaskType.file_inputs) against the file roots, in a thread."""
+        inputs = task_type.file_inputs(payload)
+        if inputs:
+            await asyncio.to_thread(self._check_file_inputs, inputs)
+
     def _check_file_inputs(self, inputs: list[tuple[str, str]]) -> None:
         """Blocking (stat): every path inside the file roots (the client's too) and a regular file or
         directory. A missing one is left to the task, which fails saying so."""
@@ -564,11 +570,13 @@ class PoolManager:
     # -- tasks ----------------------------------------------------------------------------
     async def submit(self, pool_ref: str, task_type: str, payload: dict[str, Any],
                      options: TaskOptions | None = None, *, durable: bool = True,
-                     group: str | None = None) -> TaskRecord:
+                     group: str | None = None, files_checked: bool = False) -> TaskRecord:
         """Validate and queue a task; returns its record (state queued) once the record is
         committed: an id this returns survives a crash of this process. A caller that will
         not show the id before it waits for the outcome passes durable=False (wait commits).
-        `group`: the shards of one distribution, which a backend may run together."""
+        `group`: the shards of one distribution, which a backend may run together. `files_checked`:
+        the payload's paths were checked against the file roots already (distribution does it once,
+        before it picks pools, so that no await sits between a pick and its submit)."""
         options = options or TaskOptions()
         pool = self.resolve(pool_ref)
         backend = self._backend(pool)
@@ -576,10 +584,8 @@ class PoolManager:
         clean = tt.validate_payload(payload)
         self._check_takes(pool, backend, task_type)
         self._check_task_limits(clean)
-        if pool.config.type is PoolType.MAHAVISHNU:  # its workers share this disk: check the paths here too
-            inputs = tt.file_inputs(clean)
-            if inputs:
-                await asyncio.to_thread(self._check_file_inputs, inputs)
+        if pool.config.type is PoolType.MAHAVISHNU and not files_checked:  # its workers share this disk
+            await self.check_file_inputs(tt, clean)
         record = TaskRecord.model_construct(
             task_id=new_task_id(), pool_id=pool.pool_id, task_type=task_type, payload=clean,
             state=TaskState.QUEUED, worker_id=None, created_at=_now(), started_at=None, finished_at=None,

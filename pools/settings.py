@@ -65,9 +65,12 @@ CORES = os.cpu_count() or 2
 MEMORY = _memory_bytes()
 # A local worker costs ~32 MB of RSS idle; budget 128 MiB each so a busy pool still fits in memory.
 DEFAULT_MAX_TOTAL_WORKERS = max(4, min(CORES * 16, MEMORY // (128 << 20)))
-DEFAULT_MAX_PAYLOAD = 1 << 20
-# Queued payloads stay in memory: all of them together fit in a quarter of it.
-DEFAULT_MAX_QUEUED = max(1000, min(100_000, MEMORY // 4 // DEFAULT_MAX_PAYLOAD))
+# One payload: a thousandth of memory, 4..64 MiB (24 MiB with 24 GiB).
+DEFAULT_MAX_PAYLOAD = max(4 << 20, min(64 << 20, MEMORY // 1024))
+# Unfinished tasks are held in memory: one per 2 MiB of it (12,288 with 24 GiB).
+DEFAULT_MAX_QUEUED = max(1000, min(100_000, MEMORY // (2 << 20)))
+# A result is held whole in the server (and a map_reduce reduces them): 1/16 of memory, 64 MiB..1 GiB.
+DEFAULT_MAX_RESULT = max(64 << 20, min(1 << 30, MEMORY // 16))
 DEFAULT_WORKER_MEMORY = max(2 << 30, min(8 << 30, MEMORY // 4))
 SERVER_TOKEN_VARIABLES = frozenset({"MAHAVISHNU_TOKEN", "MAHAVISHNU_PEER_TOKEN"})
 
@@ -174,7 +177,7 @@ class Settings(BaseModel):
     max_queued_tasks: int = Field(default=DEFAULT_MAX_QUEUED, ge=1, description="Unfinished tasks at most.")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1, description="A task payload's JSON size "
                                                                                   "at most.")
-    max_result_bytes: int = Field(default=16 << 20, ge=1, description="A task result's JSON size at most.")
+    max_result_bytes: int = Field(default=DEFAULT_MAX_RESULT, ge=1, description="A task result's JSON size at most.")
     worker_memory_bytes: int = Field(default=DEFAULT_WORKER_MEMORY, ge=0,
                                      description="Address-space limit (RLIMIT_AS) of each local worker; 0: none.")
     max_files_per_task: int = Field(default=10_000, ge=1, description="Files a task may read at most.")

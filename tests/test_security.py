@@ -414,9 +414,9 @@ def test_limit_defaults_fit_the_machine() -> None:
     s = Settings()
     cores = os.cpu_count() or 2
     assert 4 <= s.max_total_workers <= cores * 16 and s.max_workers_per_pool <= s.max_total_workers
-    assert s.max_queued_tasks * s.max_payload_bytes <= max(1000 * s.max_payload_bytes, os.sysconf("SC_PAGE_SIZE")
-                                                           * os.sysconf("SC_PHYS_PAGES"))
-    assert s.worker_memory_bytes >= 2 << 30
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 1000 <= s.max_queued_tasks <= max(1000, memory // (2 << 20))
+    assert s.max_result_bytes <= max(64 << 20, memory // 16) and 2 << 30 <= s.worker_memory_bytes <= 8 << 30
 
 
 # -- 5. private state ---------------------------------------------------------------------------------
