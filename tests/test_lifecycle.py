@@ -310,3 +310,30 @@ def test_a_busy_port_is_one_line_and_exit_3(home: Path, tmp_path: Path) -> None:
     assert out.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; choose another "
                           "--port or stop what uses it\n")
     assert not (home / "owner.lock").exists()  # refused before the state directory was taken
+
+
+def test_the_listening_socket_is_one_asyncio_gives_tcp_nodelay() -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only for sockets made with proto
+    IPPROTO_TCP; without it each small response waited for a delayed ACK (~40 ms a call)."""
+    import asyncio as aio
+
+    from mcp_server.http import listen
+
+    sock = listen("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+
+    async def accepted_nodelay() -> int:
+        seen: aio.Future[int] = aio.get_running_loop().create_future()
+
+        def on_connect(reader: aio.StreamReader, writer: aio.StreamWriter) -> None:
+            seen.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await aio.start_server(on_connect, sock=sock)
+        _, writer = await aio.open_connection(*sock.getsockname())
+        value = await aio.wait_for(seen, 30)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
