@@ -340,6 +340,7 @@ async def test_healthz_and_ping_answer_while_a_tool_waits_on_the_network(home: P
     eco.write_text(f"peers:\n  - name: slow\n    endpoint: {holder.url}\n")
     try:
         async with client_of("http", home, project) as client:
+            await client.call_tool("pools_ping", {})  # the client's first call also lists the tools
             probing = asyncio.create_task(client.call_tool("pools_discover", {"ecosystem_file": str(eco)}))
             assert await asyncio.to_thread(holder.accepted.wait, 60), "the probe never connected"
             ms = await asyncio.to_thread(healthz_ms, client.base_url)
