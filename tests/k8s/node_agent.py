@@ -281,8 +281,7 @@ class PodWorker(threading.Thread):
             return
         c.log_dir.mkdir(parents=True, exist_ok=True)
         mounts = self.mounts_for(c)
-        spec = {"argv": argv, "env": env, "cwd": c.spec.get("workingDir") or "/", "mounts": mounts,
-}
+        spec = {"argv": argv, "env": env, "cwd": c.spec.get("workingDir") or "/", "mounts": mounts}
         spec_r, spec_w = os.pipe()
         err_r, err_w = os.pipe()
         out = open(c.log_path(c.restarts), "ab")  # noqa: SIM115 - handed to the pump thread
