@@ -34,8 +34,11 @@ for it):
     kube_cluster.rss() -> dict   resident memory of each component, bytes
     kube_cluster.logs            directory of the components' logs
 
-How the node agent behaves (a kubelet's statuses, logs, env expansion, volumes, probes, and the
-image name "does-not-exist" that cannot be pulled) is in tests/k8s/node_agent.py.
+How the node agent behaves is in tests/k8s/node_agent.py: a kubelet's statuses, logs, env
+expansion, volumes (bind mounts in a private mount namespace: the agent must be root), probes;
+every image is this machine and its processes run as the agent's user whatever runAsUser says;
+each pod gets its own loopback IP (127.1.x.y); an image name containing "does-not-exist" cannot
+be pulled.
 
 When the binaries are not built the fixture skips with the command that builds them; on CI
 (`CI` set) it fails instead, because .ci/setup builds them.
