@@ -75,7 +75,7 @@ def running_server(home: Path, *args: str, command: tuple[str, ...] = ("serve",)
                 raise AssertionError("server ignored SIGTERM") from None
 
 
-def run_cli(home: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(home: Path, *args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
     # The test's directory is the working directory, so it is the file root (as a project would be).
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=home.parent, env=cli_env(home, **env),
                           capture_output=True, text=True, timeout=timeout)
