@@ -15,15 +15,9 @@ from typing import Any
 import pytest
 
 from kubernetes import client
-from tests.k8s.control_plane import KubeCluster
+from tests.k8s.control_plane import KubeCluster, free_port
 from tests.k8s.node_agent import expand
 from tests.k8s.objects import IMAGE, eventually, finished, gone, job, job_pods, pod, pod_when, wait_pod, waiting_reason
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_command_that_cannot_start_is_a_start_error(api: Any, namespace: str) -> None:
