@@ -484,6 +484,19 @@ async def test_a_job_that_never_starts_fails_with_the_reason(manager: PoolManage
         (done.error or "")
 
 
+@fake_only
+async def test_a_job_that_creates_no_pod_says_why(manager: PoolManager, kube: FakeKube) -> None:
+    """The Job controller could not create the pod (a quota, an admission refusal): its event is
+    the reason the user reads."""
+    kube.add_namespace("tasks")
+    kube.pod_quota["tasks"] = 0
+    await manager.register(cluster(kube))
+    done = await manager.execute("k8s", "echo", {"x": 1}, TaskOptions(timeout=120))
+    assert done.state is TaskState.FAILED and done.pool_fault
+    assert "never started within 3s: it created no pod: FailedCreate: Error creating: pods" in (done.error or "")
+    assert "exceeded quota: pods" in (done.error or "")
+
+
 # -- 4. adoption and idempotence ---------------------------------------------------------------------
 async def test_a_restart_adopts_the_running_job(home: Path, kube: Kube, gate: Path) -> None:
     need_tasks(kube)

@@ -22,6 +22,8 @@ merge patch and server-side apply. What a real cluster does and this server does
 - admission: a bearer `token` (401), RBAC rules per token (403 with the API's message),
   forbidden namespaces (403), Pod Security `restricted` in namespaces labelled for it (the Job
   controller's pod create is refused and an Event says why);
+- `pod_quota[namespace]`: a ResourceQuota on pods (the Job controller's create is refused, an
+  Event says why);
 - images: names containing "does-not-exist" cannot be pulled (ErrImagePull), "no-python" have
   no `python` (StartError); a cpu request above `node_cpu` is Unschedulable;
 - switches for trouble: `throttle(n)` (429 with Retry-After), `fail_next(n, code)` (5xx),
@@ -193,6 +195,7 @@ class FakeKube:
         self._replica_ports: dict[tuple[str, str], list[int]] = {}
         self._stopping = False
         self.bookmarks = 0
+        self.pod_quota: dict[str, int] = {}  # namespace -> most pods a ResourceQuota allows
         self._paused = False
         self.url = ""
         self.add_namespace("default")
@@ -734,6 +737,11 @@ class FakeKube:
             annotations = {INDEX_KEY: str(index), "batch.kubernetes.io/job-index-failure-count": str(failures)}
             for container in template["spec"]["containers"]:
                 container.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
+        quota = self.pod_quota.get(namespace)
+        if quota is not None and len(self.pods(namespace)) >= quota:  # a ResourceQuota on pods
+            self.event(namespace, job, "FailedCreate", f'Error creating: pods "{pod_name}" is forbidden: exceeded '
+                       f"quota: pods, requested: pods=1, used: pods={len(self.pods(namespace))}, limited: pods={quota}")
+            return None
         ns = self.objects.get(("namespaces", "", namespace))
         if ns and ns["metadata"]["labels"].get(RESTRICTED) == "restricted":
             violations = restricted_violations(template["spec"])
