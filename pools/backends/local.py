@@ -289,12 +289,17 @@ class LocalBackend(JobQueue, PoolBackend):
                     break
 
     def _dispatch(self, worker: _Worker, jobs: list[Job]) -> None:
-        """Hand jobs to a worker in one write."""
-        sent, frames = [], []
+        """Hand jobs to a worker in one write. A worker that holds nothing starts the first at once:
+        it is counted as started now and the worker does not announce it (one message less for
+        a lone task)."""
+        lone = not worker.jobs
+        sent: list[Job] = []
+        frames: list[bytes] = []
         for job in jobs:
+            announce = not (lone and not sent)
             try:
-                frames.append(frame(pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob),
-                                                 protocol=pickle.HIGHEST_PROTOCOL)))
+                frames.append(frame(pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob,
+                                                  announce), protocol=pickle.HIGHEST_PROTOCOL)))
                 sent.append(job)
             except Exception as exc:
                 self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}",
@@ -308,11 +313,13 @@ class LocalBackend(JobQueue, PoolBackend):
             return
         worker.state = "busy"
         worker.jobs.extend(sent)
+        if lone:
+            self._started(worker, sent[0].task_id)
 
     def _started(self, worker: _Worker, task_id: str) -> None:
         """The worker began a job: the next one it holds, in order."""
         job = worker.jobs[0] if worker.jobs else None
-        if job is None or job.task_id != task_id:  # pragma: no cover - the protocol keeps them in step
+        if job is None or job.task_id != task_id or job is worker.running:  # pragma: no cover - in step
             return
         worker.running = job
         job.attempts += 1

@@ -36,13 +36,14 @@ from pools.backends import reaping
 from pools.backends.framing import Channel
 
 # The wire protocol (pickled tuples over the socket):
-#   owner -> worker   (JOB, task_id, type_ref, payload, context_blob) | (CANCEL, task_id) | (STOP,)
+#   owner -> worker   (JOB, task_id, type_ref, payload, context_blob, announce) | (CANCEL, task_id) | (STOP,)
 #   worker -> owner   (READY, pid) | (STARTED, task_id) | (SKIPPED, task_id)
 #                     | (DONE, task_id, ok, result, error, next_task_id)
 # Jobs run in the order sent. The owner may send the next job before the current one ends
 # (pipelining). Before starting a job the worker reads everything already sent, so a CANCEL
 # of a job it holds but has not started removes it (SKIPPED). A job's start is announced,
-# either alone (STARTED) or with the previous job's outcome (DONE ... next_task_id), so the
+# either alone (STARTED, unless the owner said not to: it counts a job sent to an idle worker
+# as started) or with the previous job's outcome (DONE ... next_task_id), so the
 # owner always knows which job runs: the one to kill on cancel or timeout, the one a crash
 # failed; the others never started and go back to its queue. A CANCEL sent while a task runs
 # comes with SIGUSR1, so it is answered at once.
@@ -115,7 +116,7 @@ def serve(conn: Channel, *, sweep_after_task: bool) -> None:
                 stopping = True
 
     def run(job: tuple[Any, ...]) -> tuple[Any, ...]:
-        _, task_id, type_ref, payload, context_blob = job
+        _, task_id, type_ref, payload, context_blob, _announce = job
         try:
             task_type = instances.get(type_ref)
             if task_type is None:
@@ -152,7 +153,10 @@ def serve(conn: Channel, *, sweep_after_task: bool) -> None:
         except EOFError:  # the owner is gone, or stopped us: nothing is waiting for more
             return
         job = pending.popleft()
-        send((*outcome, job[1]) if outcome is not None else (STARTED, job[1]))
+        if outcome is not None:
+            send((*outcome, job[1]))
+        elif job[5]:  # (a job handed to an idle worker is counted as started when sent)
+            send((STARTED, job[1]))
         in_task = True
         outcome = run(job)
         in_task = False
