@@ -377,6 +377,7 @@ def with_progress(target: Target, spec: ToolSpec, args: dict[str, Any], read_tim
 def watch(target: Target, args: dict[str, Any], renderer: Any, refresh: float) -> int:
     """A live table on a terminal; elsewhere (a pipe, a log) one table per refresh."""
     import asyncio
+    import contextlib
 
     from rich.live import Live
 
@@ -387,19 +388,39 @@ def watch(target: Target, args: dict[str, Any], renderer: Any, refresh: float) -
         return renderer.watch_table(snap.data)
 
     async def loop() -> None:
+        # Ctrl-C ends the loop between two snapshots, never in the middle of a call: cancelling an MCP
+        # call mid-stream could hang in its cleanup under load. A second Ctrl-C cancels at once.
+        import signal
+
+        stop = asyncio.Event()
+        main = asyncio.current_task()
+
+        def interrupted() -> None:
+            if stop.is_set() and main is not None:
+                main.cancel()
+            stop.set()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
+
+        async def pause() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), refresh)
+
         if not renderer.console.is_terminal:
-            while True:
+            while not stop.is_set():
                 renderer.out(await snapshot())
                 renderer.console.file.flush()
-                await asyncio.sleep(refresh)
+                await pause()
+            return
         with Live(await snapshot(), console=renderer.console, refresh_per_second=8) as live:
-            while True:
-                await asyncio.sleep(refresh)
-                live.update(await snapshot())
+            while not stop.is_set():
+                await pause()
+                if not stop.is_set():
+                    live.update(await snapshot())
 
     try:
         asyncio.run(loop())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return EXIT_OK
     return EXIT_OK
 
