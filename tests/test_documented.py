@@ -105,12 +105,12 @@ def test_the_server_syncs_memory_periodically(tmp_path: Path) -> None:
 
 async def test_a_peer_served_with_a_token_wants_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_settings(tmp_path / "peer", ("echo",), default_pool=False)
-    with running_server(tmp_path / "peer", "--port", str(free_port()), "--token", "peer-s3cret",
+    with running_server(tmp_path / "peer", "--port", str(free_port()), "--token", "peer-s3cret-0123456789",
                         command=("peer", "serve")) as (url, _):
         async with PoolManager(settings_for(tmp_path / "without")) as m:
             with pytest.raises(PoolUnavailable, match="did not list its tools"):  # refused before any tool
                 await m.register(PoolConfig(name="nope", type=PoolType.SESSION_BUDDY, endpoint=url))
-        monkeypatch.setenv("BUDDY_TOKEN", "peer-s3cret")  # a credential bound to the peer's endpoint
+        monkeypatch.setenv("BUDDY_TOKEN", "peer-s3cret-0123456789")  # a credential bound to the peer's endpoint
         async with PoolManager(settings_for(tmp_path / "with", credentials={
                 "buddy": {"env": "BUDDY_TOKEN", "endpoints": [url]}})) as m:
             await m.register(PoolConfig(name="buddy", type=PoolType.SESSION_BUDDY, endpoint=url))
@@ -119,13 +119,13 @@ async def test_a_peer_served_with_a_token_wants_it(tmp_path: Path, monkeypatch: 
 
 def test_serve_on_all_interfaces_with_a_token(home: Path) -> None:
     write_settings(home, ("echo",))
-    with running_server(home, "--host", "0.0.0.0", "--token", "all-s3cret") as (url, _):
+    with running_server(home, "--host", "0.0.0.0", "--token", "all-s3cret-0123456789") as (url, _):
         local = url.replace("0.0.0.0", "127.0.0.1")  # test traffic stays on loopback
         elsewhere = home.parent / "elsewhere"
         elsewhere.mkdir()
         refused = run_cli(elsewhere, "pools", "ping", MAHAVISHNU_URL=local)
         assert refused.returncode == 3 and "answered 401: it needs a token" in refused.stderr
-        ok = run_cli(elsewhere, "pools", "ping", MAHAVISHNU_URL=local, MAHAVISHNU_TOKEN="all-s3cret")
+        ok = run_cli(elsewhere, "pools", "ping", MAHAVISHNU_URL=local, MAHAVISHNU_TOKEN="all-s3cret-0123456789")
         assert ok.returncode == 0 and "✓ Server answered" in ok.stdout, ok.stderr
 
 

@@ -33,12 +33,19 @@ def pid() -> int:
     return os.getpid()
 
 
+def _record_pid(pidfile: str, pid: int) -> None:
+    """Write the pid under a temporary name, then rename: a test that sees the file sees the pid."""
+    tmp = f"{pidfile}.tmp"
+    Path(tmp).write_text(str(pid))
+    os.replace(tmp, pidfile)
+
+
 def spawn_sleeper(pidfile: str) -> None:
     """Start a grandchild process, record its pid, then hang: cancel must end both."""
     import subprocess
 
     child = subprocess.Popen(["sleep", "300"])
-    Path(pidfile).write_text(str(child.pid))
+    _record_pid(pidfile, child.pid)
     child.wait()
 
 
@@ -65,7 +72,7 @@ def leave_background_child(pidfile: str) -> int:
     import subprocess
 
     child = subprocess.Popen(["sleep", "600"])
-    Path(pidfile).write_text(str(child.pid))
+    _record_pid(pidfile, child.pid)
     return child.pid
 
 
@@ -74,7 +81,7 @@ def leave_setsid_child(pidfile: str) -> None:
     import subprocess
 
     child = subprocess.Popen(["sleep", "600"], start_new_session=True)
-    Path(pidfile).write_text(str(child.pid))
+    _record_pid(pidfile, child.pid)
 
 
 def leave_daemon(pidfile: str) -> None:
@@ -98,7 +105,7 @@ def hold_the_gil(marker: str) -> bool:
     releasing the GIL: no thread of this process runs until it ends."""
     import re
 
-    Path(marker).write_text(str(os.getpid()))
+    _record_pid(marker, os.getpid())
     return re.match(r"(a+)+$", "a" * 64 + "b") is not None
 
 
