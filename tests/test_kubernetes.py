@@ -268,6 +268,9 @@ async def test_running_jobs_cost_no_requests(manager: PoolManager, kube: FakeKub
     await wait_until(lambda: kube.running_processes() == 5, what="five pods running")
     await wait_until(lambda: all(manager.get_task(t.task_id).state is TaskState.RUNNING for t in tasks),
                      what="the tasks to run")
+    # each Secret is handed to its Job off the task's path: wait for those five patches before listening
+    await wait_until(lambda: sum(m == "PATCH" and "/secrets/" in p for m, p in kube.requests) == 5,
+                     what="each task's Secret handed to its Job")
     before, bookmarks = len(kube.requests), kube.bookmarks
     await wait_until(lambda: kube.bookmarks >= bookmarks + 6, what="three bookmarks on each watch")
     assert kube.requests[before:] == []
