@@ -81,6 +81,7 @@ async def measure(jobs: int, window: float) -> dict[str, float]:
             "median end->store s": statistics.median(delays), "max end->store s": max(delays),
             "wall s": elapsed}
     finally:
+        gate.touch()  # an interrupted run must not leave its gated containers waiting forever
         kube.stop()
 
 
