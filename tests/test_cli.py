@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.ports import free_port
 from tests.helpers.server import run_cli, running_server, write_settings
 from tests.helpers.waiting import wait_until_sync
-from tests.test_peers import free_port
 
 
 def test_embedded_mode_runs_a_real_job_with_nothing_started(home: Path, tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ from pools.models import PoolConfig, PoolStatus, PoolType, TaskState
 from pools.peer_client import PeerClient
 from pools.settings import Settings
 from tests.conftest import make_settings
+from tests.helpers.ports import free_port
 from tests.helpers.server import ROOT, cli_env, run_cli, running_server, write_settings
 from tests.helpers.waiting import wait_until, wait_until_sync
-from tests.test_peers import free_port, peer, settings_for
+from tests.test_peers import peer, settings_for
 
 
 def installed(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

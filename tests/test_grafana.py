@@ -7,7 +7,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from pools.telemetry import METRICS
+from tests.helpers.ports import free_port
 from tests.helpers.server import ROOT, run_cli, running_server, write_settings
 from tests.helpers.waiting import wait_until_sync
 
@@ -90,12 +90,6 @@ def test_alert_rules_pass_promtool() -> None:
     config = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=GRAFANA, capture_output=True,
                             text=True)
     assert config.returncode == 0, config.stdout + config.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def promql(base: str, expr: str) -> dict[str, Any]:
@@ -184,12 +178,11 @@ def values(base: str, expr: str) -> dict[str, float]:
 def test_the_first_scale_failure_and_task_type_reach_the_panels(tmp_path: Path) -> None:
     """Series exist at 0 before their first event, so increase() counts the first scale, the first
     failure and the first task of a type; a peer's pools are not counted twice; peer memory shows."""
-    from tests.test_peers import free_port as peer_port
     from tests.test_peers import peer
 
     home = tmp_path / "home"
     write_settings(home, ("analyze", "echo"), default_pool=False, extra="peer_health_interval_s: 0.2\n")
-    with peer(tmp_path / "peer", peer_port()) as (peer_url, _), running_server(home) as (url, _):
+    with peer(tmp_path / "peer", free_port()) as (peer_url, _), running_server(home) as (url, _):
         run(home, "pools", "register", "-n", "first", "-m", "1", "-w", "3")
         run(home, "pools", "register", "-n", "buddy", "-t", "session-buddy", "--endpoint", peer_url)
         netloc = urllib.parse.urlsplit

@@ -762,15 +762,21 @@ async def warm_mode_runs(manager: PoolManager, kube: FakeKube, ns: str, **overri
     await wait_until(lambda: kube.running_processes() == 0, what="the warm peer to stop")
 
 
-@fake_only
-async def test_warm_accepts_only_what_the_server_enables(home: Path, kube: FakeKube) -> None:
+async def warm_backend(home: Path, kube: FakeKube, config: PoolConfig) -> Any:
+    """A warm backend that enables only echo, built outside a manager (the API URL and the token the
+    operator bound to it come from the manager's check)."""
     from pools.backends.kubernetes import KubernetesBackend
 
-    config = cluster(kube, warm=True)
     async with PoolManager(settings_for(home, kube)) as manager:
-        access = await manager.kube_access(config)  # the API URL and the token the operator bound to it
-    backend = KubernetesBackend("pool_x", config, None, context={}, access=access,  # type: ignore[arg-type]
-                                enabled_task_types=["echo"])
+        access = await manager.kube_access(config)
+    return KubernetesBackend("pool_x", config, None, context={}, access=access,  # type: ignore[arg-type]
+                             enabled_task_types=["echo"])
+
+
+@fake_only
+async def test_warm_accepts_only_what_the_server_enables(home: Path, kube: FakeKube) -> None:
+    config = cluster(kube, warm=True)
+    backend = await warm_backend(home, kube, config)
     assert backend.accepts("echo") is None
     assert "run only echo" in (backend.accepts("shell") or "")
 
@@ -789,15 +795,11 @@ async def test_a_failed_warm_up_leaves_nothing_behind(home: Path, kube: FakeKube
 @fake_only
 async def test_warm_mode_converges_on_a_changed_image(home: Path, kube: FakeKube) -> None:
     """Applied, not created-or-reused: a second registration's image rolls out."""
-    from pools.backends.kubernetes import KubernetesBackend
     from pools.backends.kubernetes.manifests import warm_deployment
     from pools.backends.kubernetes.warm import APPLY
 
     config = cluster(kube, warm=True)
-    async with PoolManager(settings_for(home, kube)) as manager:
-        access = await manager.kube_access(config)  # the API URL and the token the operator bound to it
-    backend = KubernetesBackend("pool_x", config, None, context={}, access=access,  # type: ignore[arg-type]
-                                enabled_task_types=["echo"])
+    backend = await warm_backend(home, kube, config)
     k = await backend._connect()
     body = warm_deployment(config, "pool_x", ["echo"])
     kube.add_namespace("tasks")

@@ -17,17 +17,12 @@ from pools.errors import PoolUnavailable
 from pools.manager import PoolManager
 from pools.models import DistributionStrategy, PoolConfig, PoolStatus, PoolType, TaskState
 from tests.conftest import make_settings
+from tests.helpers.ports import free_port
 from tests.helpers.server import ROOT, cli_env, running_server, write_settings
 from tests.helpers.waiting import gone, wait_until, wait_until_sync
 
 GATE = "task_type_refs: {gate: 'tests.helpers.gate_type:GateTask'}\n"
 PEER_TYPES = ("analyze", "echo", "gate")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

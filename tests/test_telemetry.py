@@ -99,7 +99,8 @@ def console_spans(lines: list[str]) -> list[dict[str, Any]]:
 async def test_trace_context_reaches_a_peer(tmp_path: Path) -> None:
     """One trace from our task span to the peer's tool call and the peer's own task span, which the
     peer exports itself (OTEL_TRACES_EXPORTER=console)."""
-    from tests.test_peers import GATE, PEER_TYPES, free_port, settings_for
+    from tests.helpers.ports import free_port
+    from tests.test_peers import GATE, PEER_TYPES, settings_for
 
     EXPORTER.clear()
     write_settings(tmp_path / "p1", PEER_TYPES, default_pool=False, extra=GATE)

@@ -61,6 +61,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.helpers.ports import free_port
+
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 MAX_OBJECT = 1536 * 1024  # etcd's request limit, as the API server meets it
 MAX_SECRET = 1 << 20
@@ -159,12 +161,6 @@ def restricted_violations(spec: dict[str, Any]) -> list[str]:
         if "hostPath" in volume:
             out.append(f'restricted volume types (volume "{volume["name"]}" uses restricted volume type "hostPath")')
     return out
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class FakeKube:

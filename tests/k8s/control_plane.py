@@ -50,7 +50,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -66,6 +65,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.ports import free_port
 from tests.helpers.waiting import wait_until_sync
 from tests.k8s import pki
 
@@ -100,12 +100,6 @@ def missing_reason() -> str | None:
     if shutil.which("etcd") is None:
         return "etcd not installed: apt-get install etcd-server (.ci/setup does)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from kubernetes import client
-from tests.k8s.control_plane import KubeCluster, free_port
+from tests.helpers.ports import free_port
+from tests.k8s.control_plane import KubeCluster
 from tests.k8s.node_agent import expand
 from tests.k8s.objects import IMAGE, eventually, finished, gone, job, job_pods, pod, pod_when, wait_pod, waiting_reason
 

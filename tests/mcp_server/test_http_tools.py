@@ -12,10 +12,10 @@ from mcp import Client
 
 from mcp_server.registry import TOOLS
 from tests.helpers.fuzz import check_bad_inputs
+from tests.helpers.ports import free_port
 from tests.helpers.replies import data
 from tests.helpers.server import running_server, write_settings
 from tests.helpers.waiting import started_markers, wait_until
-from tests.test_peers import free_port
 
 
 @pytest.fixture(scope="module")
