@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from pools.errors import InvalidInput, PoolUnavailable
 from pools.manager import PoolManager
@@ -155,9 +156,15 @@ def kube(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kube]:
                    why_pods_cannot_run(cluster, namespace))
 
 
+@pytest.fixture(autouse=True)
+def kube_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tokens the operator's credentials name, in this test's environment only."""
+    for name, value in (("TEST_KUBE_TOKEN", "kube-token"), ("TEST_KUBE_WRONG", "not-the-token"),
+                        ("TEST_ROLE_TOKEN", "role-token"), ("TEST_WARM_TOKEN", "warm-role-token")):
+        monkeypatch.setenv(name, value)
+
+
 def settings_for(home: Path, kube: Kube, **overrides: object) -> Any:
-    os.environ.update(TEST_KUBE_TOKEN="kube-token", TEST_KUBE_WRONG="not-the-token", TEST_ROLE_TOKEN="role-token",
-                      TEST_WARM_TOKEN="warm-role-token")
     base: dict[str, object] = {"k8s_poll_interval_s": 0.05, "k8s_pending_timeout_s": 3.0,
                                "enabled_task_types": ["analyze", "echo", "python", "shell"]}
     if isinstance(kube, RealKube):
@@ -308,7 +315,6 @@ async def test_throttling_and_5xx_are_retried(manager: PoolManager, kube: FakeKu
 
 @fake_only
 async def test_an_outage_degrades_then_fails_the_pool_and_it_recovers(home: Path, kube: FakeKube) -> None:
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
     async with PoolManager(settings_for(home, kube, k8s_degraded_after_s=0.3, k8s_failed_after_s=1.5)) as manager:
         await manager.register(cluster(kube))
         kube.pause()
@@ -464,7 +470,6 @@ async def test_an_image_that_cannot_be_pulled_fails_fast(manager: PoolManager, k
 async def test_results_outlive_their_job(home: Path, kube: Kube) -> None:
     """The TTL controller deletes a finished Job at once: the result was read before, and the
     next tasks are not disturbed by the 404s."""
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
     async with PoolManager(settings_for(home, kube, k8s_job_ttl_s=0)) as manager:
         await manager.register(cluster(kube))
         for n in range(3):
@@ -543,7 +548,7 @@ def test_api_errors_keep_the_status_message(kube: Kube) -> None:
         clients = api.connect(cluster(kube), KubeAccess(kubeconfig=str(kube.kubeconfig), context=kube.context))
     namespace = cluster(kube).namespace
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"x": "y" * (2 << 20)}}
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ApiException) as info:
         clients.core.create_namespaced_config_map(namespace, body)
     said = api.explain(info.value, "creating ConfigMap big", "the cluster", namespace).message
     assert "answered 422 Invalid: ConfigMap \"big\" is invalid" in said
@@ -614,11 +619,11 @@ async def test_the_backend_needs_only_its_role(home: Path, kube: Kube, gate: Pat
             await manager.register(config.model_copy(update={"name": "other", "namespace": "elsewhere"}))
 
 
-async def test_an_https_api_with_a_private_ca(home: Path, kube: Kube) -> None:
+async def test_an_https_api_with_a_private_ca(home: Path, kube: Kube, monkeypatch: pytest.MonkeyPatch) -> None:
     """An API URL with a credential: its ca_file (operator settings) verifies the server."""
     if not isinstance(kube, RealKube) or kube.cluster is None:
         pytest.skip("needs the control plane's https API server and its CA")
-    os.environ["TEST_ADMIN_TOKEN"] = kube.cluster.admin_token
+    monkeypatch.setenv("TEST_ADMIN_TOKEN", kube.cluster.admin_token)
     credential = {"env": "TEST_ADMIN_TOKEN", "endpoints": [kube.cluster.url]}
     config = PoolConfig(name="direct", type=PoolType.KUBERNETES, namespace=kube.namespace,
                         endpoint=kube.cluster.url, credential="admin")
@@ -722,7 +727,6 @@ async def test_discovery_registers_a_reachable_cluster(manager: PoolManager, kub
 # -- 6. warm mode -------------------------------------------------------------------------------------
 @fake_only
 async def test_warm_mode_runs_tasks_on_a_peer_deployment_behind_a_service(home: Path, kube: FakeKube) -> None:
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
     async with PoolManager(settings_for(home, kube, k8s_pending_timeout_s=60)) as manager:  # a peer may start slowly
         await warm_mode_runs(manager, kube, "tasks")
 
@@ -783,7 +787,6 @@ async def test_warm_accepts_only_what_the_server_enables(home: Path, kube: FakeK
 
 @fake_only
 async def test_a_failed_warm_up_leaves_nothing_behind(home: Path, kube: FakeKube) -> None:
-    os.environ["TEST_KUBE_TOKEN"] = "kube-token"
     async with PoolManager(settings_for(home, kube, k8s_pending_timeout_s=1.0)) as manager:
         with pytest.raises(PoolUnavailable, match="has no ready replica"):
             await manager.register(cluster(kube, name="warm", warm=True,

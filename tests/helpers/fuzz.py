@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_server.registry import TOOLS
+from tests.helpers.ports import free_port
 from tests.helpers.replies import tool_error
 
 TASK_ID = "task_" + "0" * 32
+NOBODY = f"http://127.0.0.1:{free_port()}/mcp"  # a loopback port nothing listens on
 # Schema-valid values for the required fields: a case breaks exactly one field.
 BASE: dict[str, dict[str, Any]] = {
     "pools_get": {"pool": "x"}, "pools_close": {"pool": "x"}, "pools_scale": {"pool": "x", "target": 1},
@@ -97,7 +99,7 @@ DOMAIN_CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "kubeconfig"),
     ("pools_register", {"name": "b", "type": "session-buddy", "endpoint": "http://169.254.169.254/mcp"},
      "invalid_input", "endpoint"),
-    ("pools_register", {"name": "b", "type": "session-buddy", "endpoint": "http://127.0.0.1:9/mcp",
+    ("pools_register", {"name": "b", "type": "session-buddy", "endpoint": NOBODY,
                         "credential": "nope"}, "invalid_input", "credential"),
     ("pools_memory_sync", {"endpoint": "http://10.1.2.3:8678/mcp"}, "invalid_input", "endpoint"),
 ]
@@ -122,7 +124,7 @@ def valid_plan(name: str, gate: str) -> list[dict[str, Any]]:
         {"tool": "pools_ping", "args": {}},
         {"tool": "pools_task_types", "args": {}},
         {"tool": "pools_memory_search", "args": {"query": "echo"}},
-        {"tool": "pools_memory_sync", "args": {"endpoint": "http://127.0.0.1:9/mcp"}},
+        {"tool": "pools_memory_sync", "args": {"endpoint": NOBODY}},
         {"tool": "pools_discover", "args": {"ecosystem_file": None}},
         {"tool": "pools_execute", "args": {"pool": name, "task_type": "python", "wait": False,
                                            "payload": {"target": "tests.helpers.tasks:wait_for_file",

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
+import json
 import math
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from tests.k8s.node_api import AgentConfig, Api, ApiError
 
@@ -208,15 +214,53 @@ def service_account_token(api: Api, pod: dict[str, Any], source: dict[str, Any])
 
 
 class MountPoints:
-    """Mount points created on this machine for containers, removed when their last user ends."""
+    """Mount points created on this machine for containers, removed when their last user ends.
+
+    The host's filesystem is shared by every node agent on the machine (two test suites at once run two), so
+    who uses a mount point is recorded machine-wide: a JSON file in /tmp, read and written under an flock on
+    /tmp itself (a lock on the file would race with its removal). A user is an agent process (pid and start
+    time), so the points of an agent that died are pruned by the next one. The file goes with its last entry.
+    """
+
+    state_file = Path("/tmp/mahavishnu-k8s-mount-points.json")  # fixed: TMPDIR may differ between agents
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.users: dict[Path, int] = {}
+        me = psutil.Process()
+        self.me = f"{me.pid}:{me.create_time()}"
+
+    @contextlib.contextmanager
+    def _users(self) -> Iterator[dict[str, dict[str, int]]]:
+        """The machine-wide record {mount point: {agent: uses}}, locked while the block runs."""
+        with self.lock:
+            fd = os.open(self.state_file.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    users: dict[str, dict[str, int]] = json.loads(self.state_file.read_text())
+                except (FileNotFoundError, ValueError):
+                    users = {}
+                for holders in users.values():
+                    for agent in [a for a in holders if a != self.me and not _alive(a)]:
+                        del holders[agent]
+                yield users
+                for path in sorted([p for p, h in users.items() if not h], key=lambda p: len(Path(p).parts),
+                                   reverse=True):  # the deepest first, so a directory is empty when it goes
+                    del users[path]
+                    with contextlib.suppress(OSError):
+                        Path(path).rmdir() if Path(path).is_dir() else Path(path).unlink()
+                if users:
+                    tmp = self.state_file.with_name(f"{self.state_file.name}.{os.getpid()}")
+                    tmp.write_text(json.dumps(users))
+                    tmp.replace(self.state_file)
+                else:
+                    self.state_file.unlink(missing_ok=True)
+            finally:
+                os.close(fd)  # releases the flock
 
     def acquire(self, path: Path, is_dir: bool) -> None:
-        with self.lock:
-            ours = [p for p in [path, *path.parents] if p in self.users or not p.exists()]
+        with self._users() as users:
+            ours = [p for p in [path, *path.parents] if str(p) in users or not p.exists()]
             if not path.exists():
                 if is_dir:
                     path.mkdir(parents=True)
@@ -224,22 +268,28 @@ class MountPoints:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch()
             for p in ours:
-                self.users[p] = self.users.get(p, 0) + 1
+                holders = users.setdefault(str(p), {})
+                holders[self.me] = holders.get(self.me, 0) + 1
+
+    def release(self, path: Path) -> None:
+        with self._users() as users:
+            for p in [path, *path.parents]:
+                holders = users.get(str(p), {})
+                if holders.get(self.me, 0) > 1:
+                    holders[self.me] -= 1
+                else:
+                    holders.pop(self.me, None)
 
     def release_all(self) -> None:
         """At shutdown: a worker stopped mid-start may still hold some."""
-        with self.lock:
-            for p in sorted(self.users, key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    p.rmdir() if p.is_dir() else p.unlink()
-            self.users.clear()
+        with self._users() as users:
+            for holders in users.values():
+                holders.pop(self.me, None)
 
-    def release(self, path: Path) -> None:
-        with self.lock:
-            for p in [path, *path.parents]:  # the deepest first, so a directory is empty when it goes
-                if p in self.users:
-                    self.users[p] -= 1
-                    if self.users[p] == 0:
-                        del self.users[p]
-                        with contextlib.suppress(OSError):
-                            p.rmdir() if p.is_dir() else p.unlink()
+
+def _alive(agent: str) -> bool:
+    pid, started = agent.split(":")
+    try:
+        return psutil.Process(int(pid)).create_time() == float(started)
+    except (psutil.NoSuchProcess, ValueError):
+        return False
