@@ -29,7 +29,7 @@ import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -42,7 +42,7 @@ from pools.models import PoolConfig, PoolType
 from pools.peer_client import PeerClient
 from tests.conftest import make_settings
 from tests.helpers.ports import free_port
-from tests.helpers.waiting import wait_until_sync
+from tests.helpers.waiting import gone, wait_until_sync
 
 BINARY = os.environ.get("MAHAVISHNU_TEST_SESSION_BUDDY")
 pytestmark = pytest.mark.skipif(not BINARY, reason="set MAHAVISHNU_TEST_SESSION_BUDDY to a session-buddy binary")
@@ -51,13 +51,13 @@ START_CEILING = 300.0  # its first start imports a lot; a busy 2-core machine ta
 STOP_CEILING = 60.0
 
 
-def _tree(pid: int) -> set[int]:
-    """The process and its descendants (those alive now)."""
+def _tree(pid: int) -> dict[int, psutil.Process]:
+    """The process and its descendants alive now (handles, so a reused pid is never mistaken for one)."""
     try:
         parent = psutil.Process(pid)
-        return {pid, *(c.pid for c in parent.children(recursive=True))}
+        return {p.pid: p for p in (parent, *parent.children(recursive=True))}
     except psutil.NoSuchProcess:
-        return set()
+        return {}
 
 
 def _listeners(port: int) -> set[int]:
@@ -68,12 +68,13 @@ def _listeners(port: int) -> set[int]:
 
 
 def _group(pgid: int) -> list[psutil.Process]:
+    """The live (not zombie) members of a process group."""
     members = []
     for proc in psutil.process_iter():
         try:
             if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
                 members.append(proc)
-        except (ProcessLookupError, psutil.NoSuchProcess):
+        except (ProcessLookupError, psutil.Error):
             continue
     return members
 
@@ -109,48 +110,46 @@ def _session_buddy(binary: str, scratch: Path) -> Iterator[tuple[subprocess.Pope
         with (scratch / "session-buddy.log").open("wb") as log:
             proc = subprocess.Popen([str(python), "-c", serve], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        seen = {proc.pid}
+        seen: dict[int, psutil.Process] = {}
+
+        def remember() -> None:
+            for pid, handle in _tree(proc.pid).items():
+                seen.setdefault(pid, handle)
+
         try:
             def listening() -> bool:
                 if proc.poll() is not None:
                     tail = (scratch / "session-buddy.log").read_text(errors="replace")[-3000:]
                     raise AssertionError(f"session-buddy exited with {proc.returncode}:\n{tail}")
-                seen.update(_tree(proc.pid))
-                return bool(_listeners(port) & seen)
+                remember()
+                return bool(_listeners(port) & seen.keys())
 
             wait_until_sync(listening, timeout=START_CEILING, what=f"session-buddy to listen on port {port}",
                             interval=0.2)
             yield proc, port, home, cwd
         finally:
-            seen.update(_tree(proc.pid))
+            if proc.returncode is None:  # once reaped, its pid may be someone else's
+                remember()
             _stop(proc, seen)
 
 
-def _stop(proc: subprocess.Popen[bytes], seen: set[int]) -> None:
-    """SIGTERM to its group, SIGKILL after a ceiling; then every process it ever had is gone."""
+def _stop(proc: subprocess.Popen[bytes], seen: dict[int, psutil.Process]) -> None:
+    """SIGTERM to its group, SIGKILL after a ceiling; returns once every process it had is gone."""
     pgid = proc.pid  # start_new_session: it leads its own group
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(STOP_CEILING)
-    except subprocess.TimeoutExpired:
-        pass
-    leftovers = _group(pgid)
-    for pid in seen:
-        try:
-            leftovers.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    for p in leftovers:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            continue
+    if proc.returncode is None:  # not reaped yet, so its group id cannot belong to anyone else
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with suppress(AssertionError):
+            wait_until_sync(lambda: gone(proc.pid), timeout=STOP_CEILING, what="session-buddy to stop", interval=0.1)
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # whatever is left of its group
+        wait_until_sync(lambda: not _group(pgid), timeout=STOP_CEILING, what=f"process group {pgid} to end")
+    for handle in seen.values():  # and any that left the group
+        with suppress(psutil.NoSuchProcess):
+            handle.kill()
     proc.wait(STOP_CEILING)
-    _, alive = psutil.wait_procs([p for p in leftovers if p.pid != proc.pid], timeout=STOP_CEILING)
-    assert not alive and not _group(pgid), f"session-buddy processes survived: {alive or _group(pgid)}"
+    _, alive = psutil.wait_procs([h for h in seen.values() if h.pid != proc.pid], timeout=STOP_CEILING)
+    assert not alive, f"session-buddy processes survived: {alive}"
 
 
 def _reported(text: str, label: str) -> str:
@@ -165,7 +164,7 @@ async def test_the_released_session_buddy(home: Path, tmp_path: Path) -> None:
     with _session_buddy(BINARY, tmp_path / "session-buddy") as (proc, port, sb_home, sb_cwd):
         url = f"http://127.0.0.1:{port}/mcp"
         # It is the process started above: the listener is its, and so is whatever answers.
-        listeners, tree = _listeners(port), _tree(proc.pid)
+        listeners, tree = _listeners(port), set(_tree(proc.pid))
         assert listeners and listeners <= tree, (listeners, tree)
         health = _health(port)
         assert health and health.get("status") == "ok" and health.get("service") == "session-buddy", health
