@@ -6,12 +6,16 @@
 `session-buddy start` always binds 8678 (its settings class reads no environment, although its
 own error message names SESSION_BUDDY__HTTP_PORT) and then calls
 `session_buddy.server_optimized.run_server(host, port)`. The test calls that same function in the
-release's own interpreter, on a free port, in a process group of its own, with HOME, the XDG
-directories, TMPDIR and the working directory all in the test's temporary directory (it writes
-`.claude/`, `.duckdb/` and `.local/share/fastmcp/` under HOME); its update check is off and its
-Dhara registration is pointed at a port the test holds closed. Before using it, the test checks it
-is talking to that process: the socket listening on the port belongs to it, and its health_check
-and server_info tools report its pid, working directory and HOME.
+release's own interpreter (the `python` beside the resolved script, so the variable must name a
+venv's script), on a free port, in a process group of its own, with HOME, the XDG directories,
+TMPDIR and the working directory all in the test's temporary directory (it writes `.claude/` and
+`.duckdb/` under HOME, nothing in the working directory); its update check is off and its Dhara
+registration goes to a port the test holds closed. (Its DuckDB still tries to INSTALL the httpfs
+and vss extensions from the internet, which no setting turns off from outside; offline it goes on
+without them.)
+Before using it, the test checks it is talking to that process: the socket listening on the port
+belongs to it, and its health_check and server_info tools report its pid, working directory and
+HOME. Afterwards its whole process group is gone.
 
 It has 49 tools and none of the pool tools: registration must fail naming them, memory sync must
 fall back to store_reflection, and quick_search must find the pushed record by a marker made for
