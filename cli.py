@@ -259,6 +259,8 @@ def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
             except json.JSONDecodeError as exc:
                 raise CliError(f"{option_name(name)} is not valid JSON ({exc.msg} at position {exc.pos}): "
                                f"{value[:80]!r}", EXIT_USAGE) from exc
+        if isinstance(value, str) and value.endswith("…"):
+            value = value[:-1]  # an id pasted from a narrow table: its shown part is a prefix
         args[name] = value.value if isinstance(value, Enum) else value
     try:
         model: BaseModel = spec.input_model.model_validate(args)
@@ -496,6 +498,14 @@ def run_server(host: str, port: int, token: str | None, certfile: Path | None, k
         raise fail(f"cannot serve on {host}:{port}: {exc}", EXIT_FAILED) from None
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def shell() -> None:
+    """A Python prompt with `maha_app` (the pool manager on this machine's state directory) and `await`."""
+    from cli_shell import run_shell
+
+    run_shell()
 
 
 peer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,

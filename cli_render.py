@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from pools.ids import SHORT_TASK_ID
+
 ICONS = {"running": "●", "initializing": "◐", "degraded": "⚠", "failed": "✗", "pending": "○",
          "scaling": "◑", "stopped": "■"}
 COLORS = {"running": "green", "initializing": "yellow", "degraded": "yellow", "failed": "red",
@@ -74,7 +76,7 @@ class Renderer:
         return pool_id if self.wide or len(pool_id) <= 10 else pool_id[:9] + "…"
 
     def tid(self, task_id: str) -> str:
-        return task_id if self.wide or len(task_id) <= 14 else task_id[:13] + "…"
+        return task_id if self.wide or len(task_id) <= SHORT_TASK_ID + 1 else task_id[:SHORT_TASK_ID] + "…"
 
     def json(self, data: Any) -> None:
         print(json.dumps(data, indent=2, ensure_ascii=False))

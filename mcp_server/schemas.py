@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from pools.credentials import CredentialInfo
+from pools.ids import TASK_REF_PATTERN
 from pools.models import (
     DistributionResult,
     DistributionStrategy,
@@ -27,7 +28,8 @@ from pools.models import (
 )
 
 POOL_REF = "Pool name or id (pool_<12 hex>)."
-TASK_REF = "Task id (task_<32 hex>), as returned by execute."
+TASK_REF = ("Task id (task_<32 hex>), as returned by execute, or a unique prefix of one with at least 8 hex "
+            "digits (as a narrow table shows it).")
 
 
 class Input(Model):
@@ -126,7 +128,7 @@ class MemorySearchInput(Input):
 
 
 class TaskInput(Input):
-    task_id: str = Field(pattern=r"^task_[0-9a-f]{32}$", description=TASK_REF)
+    task_id: str = Field(pattern=TASK_REF_PATTERN, description=TASK_REF)
 
 
 class CancelInput(TaskInput):

@@ -35,7 +35,7 @@ from pools.errors import (
     TaskNotFound,
 )
 from pools.file_roots import FileCaps, FileRoots
-from pools.ids import looks_like_pool_id, new_pool_id, new_task_id
+from pools.ids import looks_like_pool_id, looks_like_task_id, new_pool_id, new_task_id
 from pools.lock import HomeLock
 from pools.models import (
     DistributionResult,
@@ -446,6 +446,12 @@ class PoolManager:
         for pool in self._pools.values():
             if pool.config.name == ref:
                 return pool
+        if ref.startswith("pool_") and len(ref) >= 9:  # a prefix, as narrow tables show ids (names never
+            found = [p for pid, p in self._pools.items() if pid.startswith(ref)]  # start with pool_)
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise InvalidInput(f"{ref!r} is the start of more than one pool id; give more of it", field="pool")
         kind = "id" if looks_like_pool_id(ref) else "name"
         raise PoolNotFound(f"no pool with {kind} {ref!r}; `mahavishnu pools list` shows the pools", field="pool")
 
@@ -633,7 +639,20 @@ class PoolManager:
         record = await self.submit(pool_ref, task_type, payload, options)
         return await self.wait(record.task_id, wait if wait is not None else record.timeout + 5)
 
+    def task_id(self, ref: str) -> str:
+        """The full id for `ref`: a full id, or a unique prefix of one (as narrow tables show ids)."""
+        if looks_like_task_id(ref) or ref in self._live:
+            return ref
+        found = self.store.task_ids_starting(ref)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise InvalidInput(f"{ref!r} is the start of more than one task id; give more of it", field="task_id")
+        raise TaskNotFound(f"no task id starts with {ref!r} (finished tasks are kept "
+                           f"{self.settings.retention_days:g} days)", field="task_id")
+
     def get_task(self, task_id: str) -> TaskRecord:
+        task_id = self.task_id(task_id)
         live = self._live.get(task_id)
         if live is not None:
             return live.model_copy()
@@ -652,6 +671,7 @@ class PoolManager:
                 for r in rows]
 
     async def cancel(self, task_id: str) -> TaskRecord:
+        task_id = self.task_id(task_id)
         record = self._live.get(task_id)
         if record is None:
             done = self.get_task(task_id)

@@ -131,8 +131,27 @@ class PeerClient:
         import httpx2
 
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return httpx2.AsyncClient(headers=headers, verify=tls_verify(self.endpoint),
+        http = httpx2.AsyncClient(headers=headers, verify=tls_verify(self.endpoint),
                                   timeout=httpx2.Timeout(self.connect_timeout, read=read_timeout))
+        http.refused = None  # type: ignore[attr-defined]
+
+        async def note_refusal(response: Any) -> None:
+            # The SDK turns any HTTP error into one generic JSON-RPC error; keep the status that
+            # says the peer wants (another) token, so the user reads that instead.
+            if response.status_code in (401, 403):
+                http.refused = response.status_code  # type: ignore[attr-defined]
+
+        http.event_hooks["response"].append(note_refusal)
+        return http
+
+    def _refused(self, http: Any, during: str) -> PoolUnavailable | None:
+        status = getattr(http, "refused", None)
+        if status is None:
+            return None
+        why = ("it did not accept the token of the operator's credential bound to this endpoint" if self.token
+               else "it wants a bearer token, and the operator has no credential bound to this endpoint")
+        return PoolUnavailable(f"peer {self.endpoint} refused {during} with HTTP {status}: {why}; "
+                               "`mahavishnu pools credentials` lists the bindings")
 
     async def call(self, tool: str, arguments: dict[str, Any], timeout: float = 30.0,
                    progress: Any = None, follow: bool = False) -> PeerReply:
@@ -164,6 +183,9 @@ class PeerClient:
             # INTERNAL_ERROR stands for an HTTP failure (401, 5xx) on the way, which is not.
             if isinstance(cause, MCPError) and cause.error.code != INTERNAL_ERROR:
                 return PeerReply(True, None, f"{tool}: {cause}")
+            refused = self._refused(http, tool)
+            if refused is not None:
+                raise refused from exc
             raise PoolUnavailable(f"peer {self.endpoint} unreachable or broken during {tool}: "
                                   f"{type(cause).__name__}: {cause}") from exc
         return reply
@@ -178,6 +200,9 @@ class PeerClient:
                 listed = await client.list_tools()
         except Exception as exc:
             cause = _root_cause(exc)
+            refused = self._refused(http, "to list its tools")
+            if refused is not None:
+                raise refused from exc
             raise PoolUnavailable(f"peer {self.endpoint} did not list its tools: "
                                   f"{type(cause).__name__}: {cause}") from exc
         return {t.name for t in listed.tools}

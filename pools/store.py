@@ -270,6 +270,12 @@ class Store:
         else:
             self._write(f"UPDATE pools SET {column} = {column} + 1 WHERE pool_id = ?", (task.pool_id,))
 
+    def task_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids that begin with `prefix` (a range on the primary key: hex digits sort below 'g')."""
+        rows = self._db.execute("SELECT task_id FROM tasks WHERE task_id >= ? AND task_id < ? ORDER BY task_id "
+                                "LIMIT ?", (prefix, prefix + "g", limit)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def task_row(self, task_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row

@@ -140,6 +140,23 @@ def test_tables_fit_80_columns_with_short_ids_and_wide_shows_them_whole(served: 
     assert len(re.findall(r"task_[0-9a-f]{32}", full.stdout)) == count
 
 
+def test_a_short_id_from_a_narrow_table_can_be_pasted(served: Path) -> None:
+    whole = json.loads(run_cli(served, "pools", "tasks", "-f", "json").stdout)["tasks"][0]
+    narrow = run_cli(served, "pools", "tasks", COLUMNS="80").stdout
+    short = next(m for m in re.findall(r"task_[0-9a-f]{8}…", narrow) if whole["task_id"].startswith(m[:-1]))
+    shown = json.loads(run_cli(served, "pools", "task", short, "-f", "json").stdout)
+    assert shown["task_id"] == whole["task_id"]
+    assert json.loads(run_cli(served, "pools", "task", short[:-1], "-f", "json").stdout)["task_id"] == whole["task_id"]
+    pool = re.search(r"pool_[0-9a-f]{4}…", run_cli(served, "pools", "list", COLUMNS="80").stdout)
+    assert pool, "the narrow list shows a short pool id"
+    got = json.loads(run_cli(served, "pools", "get", pool.group(0), "-f", "json").stdout)
+    assert got["pool_id"].startswith(pool.group(0)[:-1]) and got["name"] == "default"
+    unknown = run_cli(served, "pools", "task", "task_00000000")
+    assert unknown.returncode != 0 and "no task id starts with 'task_00000000'" in unknown.stderr
+    too_short = run_cli(served, "pools", "task", "task_0123")
+    assert too_short.returncode == 2 and "TASK_ID" in too_short.stderr, too_short.stderr
+
+
 def test_stats_shows_memory(served: Path) -> None:
     stats = run_cli(served, "pools", "stats")
     assert re.search(r"Memory Usage\s+│\s+[\d.]+ MB", stats.stdout), stats.stdout

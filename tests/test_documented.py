@@ -108,9 +108,16 @@ async def test_a_peer_served_with_a_token_wants_it(tmp_path: Path, monkeypatch: 
     write_settings(tmp_path / "peer", ("echo",), default_pool=False)
     with running_server(tmp_path / "peer", "--port", str(free_port()), "--token", "peer-s3cret-0123456789",
                         command=("peer", "serve")) as (url, _):
-        async with PoolManager(settings_for(tmp_path / "without")) as m:
-            with pytest.raises(PoolUnavailable, match="did not list its tools"):  # refused before any tool
+        async with PoolManager(settings_for(tmp_path / "without")) as m:  # refused before any tool
+            with pytest.raises(PoolUnavailable, match="refused to list its tools with HTTP 401: it wants a bearer "
+                                                      "token, and the operator has no credential bound"):
                 await m.register(PoolConfig(name="nope", type=PoolType.SESSION_BUDDY, endpoint=url))
+        monkeypatch.setenv("BUDDY_TOKEN", "not-the-peer-token-0123456789")
+        async with PoolManager(settings_for(tmp_path / "wrong", credentials={
+                "buddy": {"env": "BUDDY_TOKEN", "endpoints": [url]}})) as m:
+            with pytest.raises(PoolUnavailable, match="HTTP 401: it did not accept the token of the operator's "
+                                                      "credential bound to this endpoint"):
+                await m.register(PoolConfig(name="wrong", type=PoolType.SESSION_BUDDY, endpoint=url))
         monkeypatch.setenv("BUDDY_TOKEN", "peer-s3cret-0123456789")  # a credential bound to the peer's endpoint
         async with PoolManager(settings_for(tmp_path / "with", credentials={
                 "buddy": {"env": "BUDDY_TOKEN", "endpoints": [url]}})) as m:

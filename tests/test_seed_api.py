@@ -11,13 +11,15 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pools.peer_client import PeerClient
-from tests.helpers.server import ROOT, write_settings
+from tests.helpers.server import ROOT, cli_env, write_settings
 from tests.test_peers import peer
 
 SEED = ROOT / "docs" / "distributed-pool-cli.md"
@@ -39,6 +41,36 @@ def examples() -> list[str]:
     trouble = trouble[: trouble.index("\n### ", 5)]
     blocks.append("\n".join(line[4:] for line in trouble.splitlines() if line.startswith(">>> ")))
     return blocks
+
+
+def shell_steps(heading: str) -> list[str]:
+    """The `>>>` lines of one troubleshooting answer (each follows a `mahavishnu shell`)."""
+    text = SEED.read_text()
+    answer = text[text.index(heading):]
+    answer = answer[: answer.index("\n### ", 5)]
+    assert "mahavishnu shell" in answer
+    return [line[4:] for line in answer.splitlines() if line.startswith(">>> ")]
+
+
+def test_the_troubleshooting_steps_run_in_mahavishnu_shell(tmp_path: Path) -> None:
+    """`mahavishnu shell` as a user types into it: the documented lines, one task run first."""
+    home = tmp_path / "home"
+    with peer(tmp_path / "peer") as (peer_url, _):
+        write_settings(home, ("echo",), extra=f"memory_endpoint: {peer_url}\n")
+        typed = [*shell_steps("### Tasks Not Executing"),
+                 'await maha_app.pool_manager.execute_on_pool("default", {"task_type": "echo", "payload": {"x": 1}})',
+                 "maha_app.pool_manager", *shell_steps("### Memory Not Syncing")]
+        assert typed[0] == "maha_app.pool_manager" and typed[-1].startswith("await aggregator.collect_and_sync")
+        done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "shell"], input="\n".join(typed) + "\n",
+                              cwd=tmp_path, env=cli_env(home), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "`await` works at the prompt" in done.stderr  # the banner (the console writes it to stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    shown = done.stdout
+    assert f"<AppPoolManager on {home}: not started (it starts on first use)>" in shown
+    assert "state=<TaskState.COMPLETED: 'completed'>" in shown
+    assert f"<AppPoolManager on {home}: started, 1 pool (1 running)" in shown
+    assert f"SyncReport(endpoint='{peer_url}', method='store_conversation', pushed=1," in shown, shown
 
 
 def test_the_seed_has_the_examples_this_test_runs() -> None:

@@ -30,6 +30,14 @@ class AppPoolManager(PoolManager):
         super().__init__(settings)
         self._starting = asyncio.Lock()
 
+    def __repr__(self) -> str:
+        if not self.started:
+            return f"<AppPoolManager on {self.settings.home}: not started (it starts on first use)>"
+        pools = self.list_pools()
+        running = sum(1 for p in pools if p.status.value == "running")
+        return (f"<AppPoolManager on {self.settings.home}: started, {len(pools)} pool{'s' * (len(pools) != 1)} "
+                f"({running} running), {sum(p.workers for p in pools)} workers>")
+
     async def ensure_started(self) -> AppPoolManager:
         async with self._starting:
             if not self.started:
