@@ -121,8 +121,13 @@ def _peer_hits(source: str, pool_id: str | None, data: dict[str, Any] | None, te
                                   task_type=meta.get("task_type"), state=meta.get("state"),
                                   text=str(row.get("content", "")), score=row.get("score")))
         return hits
-    # A text-only Session-Buddy: its whole answer is one hit.
-    return [MemoryHit(source=source, pool_id=pool_id, text=text.strip())] if text.strip() else []
+    # A text-only Session-Buddy (the released quick_search): "❌ No results found" is no hit, each
+    # "📝 ..." line is one, and an answer in any other shape is one hit as a whole.
+    if not text.strip() or "No results found" in text:
+        return []
+    lines = [line.removeprefix("📝").strip() for line in text.splitlines() if line.startswith("📝")]
+    return [MemoryHit(source=source, pool_id=pool_id, text=line) for line in lines] or \
+        [MemoryHit(source=source, pool_id=pool_id, text=text.strip())]
 
 
 @dataclass

@@ -56,3 +56,6 @@ async def test_memory_search_reaches_a_released_session_buddy_endpoint(home: Pat
             assert remote and done.task_id in remote[0].text  # the endpoint's own answer, found by task id
             missing = await aggregator.search(m, "zebra")
             assert missing.unreachable == [] and not [h for h in missing.results if h.source == "local"]
+            assert not [h for h in missing.results if h.source == url]  # "❌ No results found" is no hit
+            assert [s.hits for s in missing.sources if s.source == url] == [0]
+            assert remote[0].text.startswith("[mahavishnu]") and len(remote) == 1  # the record's own line
