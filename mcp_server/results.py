@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pools import jsontext
 from pools.models import Link
 from pools.store import Store
 
@@ -87,6 +88,10 @@ class _Candidate:
     size: int
 
 
+def _size(value: Any) -> int:
+    return len(jsontext.dumps(value).encode())
+
+
 def _candidates(node: Any, found: list[_Candidate]) -> None:
     if isinstance(node, list):
         for item in node:
@@ -98,19 +103,21 @@ def _candidates(node: Any, found: list[_Candidate]) -> None:
     if isinstance(task_id, str):
         for field in ("result", "payload"):
             if node.get(field) not in (None, {}) and f"{field}_link" in node:
-                found.append(_Candidate(node, field, task_id, len(json.dumps(node[field]))))
+                found.append(_Candidate(node, field, task_id, _size(node[field])))
     elif "shards" in node and node.get("result") is not None and "result_link" in node:
-        found.append(_Candidate(node, "result", None, len(json.dumps(node["result"]))))
+        found.append(_Candidate(node, "result", None, _size(node["result"])))
     for key, value in node.items():
         if key not in ("result", "payload"):
             _candidates(value, found)
 
 
-def shape(data: dict[str, Any], limit: int, blobs: Blobs) -> tuple[dict[str, Any], list[Link]]:
-    """Move the largest values out of `data` (in place) until it fits in `limit` bytes."""
-    total = len(json.dumps(data))
+def shape(data: dict[str, Any], limit: int, blobs: Blobs) -> tuple[dict[str, Any], list[Link], str | None]:
+    """Move the largest values out of `data` (in place) until it fits in `limit` bytes (of its
+    compact UTF-8 JSON). Returns the data, the links, and the JSON text when nothing moved."""
+    text = jsontext.dumps(data)
+    total = len(text.encode())
     if total <= limit:
-        return data, []
+        return data, [], text
     found: list[_Candidate] = []
     _candidates(data, found)
     links = []
@@ -127,7 +134,7 @@ def shape(data: dict[str, Any], limit: int, blobs: Blobs) -> tuple[dict[str, Any
         c.holder[f"{c.field}_link"] = link.model_dump(mode="json")
         links.append(link)
         total -= c.size
-    return data, links
+    return data, links, None
 
 
 def _fit(chunk: str) -> str:

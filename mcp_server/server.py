@@ -8,7 +8,6 @@ protocol faults raise.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from mcp_server import __version__, results
 from mcp_server.registry import TOOLS, ToolSpec
 from mcp_server.tools import HANDLERS
 from mcp_server.toolserver import ModelTool, ModelToolServer, Progress
+from pools import jsontext
 from pools.manager import PoolManager
 
 log = logging.getLogger("mahavishnu.server")
@@ -94,9 +94,10 @@ class PoolsServer(ModelToolServer):
         self.manager.set_client_roots(paths)
 
     def shape(self, spec: ModelTool, output: BaseModel) -> CallToolResult:
-        data, links = results.shape(output.model_dump(mode="json", by_alias=True),
-                                    self.manager.settings.inline_result_max_bytes, self.blobs)
-        text = json.dumps(data, ensure_ascii=False)
+        data, links, text = results.shape(output.model_dump(mode="json", by_alias=True),
+                                          self.manager.settings.inline_result_max_bytes, self.blobs)
+        if text is None:  # values moved behind links: the rest is small
+            text = jsontext.dumps(data)
         if len(text) > results.TEXT_COPY_MAX:  # not twice: the structured content has it all
             text = f"{spec.name}: the answer is in structuredContent ({len(text)} characters)"
         content: list[Any] = [TextContent(type="text", text=text)]

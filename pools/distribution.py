@@ -126,8 +126,9 @@ class Distribution:
                 decision = self.m.router.choose(options, RoutingStrategy.LEAST_LOADED, self.task_type)
                 pool = next(c for c in options if c.pool_id == decision.pool_id)
             try:
+                # Not durable yet: its id reaches the caller only with its outcome, which wait() commits.
                 record = await self.m.submit(pool.pool_id, self.task_type, shard,
-                                             TaskOptions(timeout=self.timeout), group=self.group,
+                                             TaskOptions(timeout=self.timeout), durable=False, group=self.group,
                                              files_checked=True)
             except PoolError as exc:  # the pool cannot take work now: it failed, try another
                 self.failed_pools.add(pool.pool_id)

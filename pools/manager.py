@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pools import jsontext
 from pools.backends.base import BackendSnapshot, Job, PoolBackend
 from pools.backends.local import LocalBackend
 from pools.credentials import Credentials, KubeAccess
@@ -302,14 +303,12 @@ class PoolManager:
                 continue
 
     def _check_task_limits(self, payload: dict[str, Any]) -> None:
-        import json
-
         s = self.settings
         if len(self._live) >= s.max_queued_tasks:
             raise LimitExceeded(f"{len(self._live)} tasks are queued or running, the limit (setting "
                                 f"max_queued_tasks = {s.max_queued_tasks}); wait for some to finish",
                                 field="task_type")
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
+        size = len(jsontext.dumps(payload).encode())
         if size > s.max_payload_bytes:
             raise LimitExceeded(f"the payload is {size} bytes as JSON, over the limit of {s.max_payload_bytes} "
                                 "(setting max_payload_bytes); send less, or put it in a file inside the file "

@@ -7,9 +7,7 @@ transaction; when that transaction commits is the durability contract:
     write ──> open transaction ──┬─ nobody waits: commit COMMIT_DELAY later (a burst of
                                  │  bookkeeping, thousands of updates, becomes one commit)
                                  └─ `await durable()`: commit at the end of this loop
-                                    iteration, or, when the last commit is under
-                                    GROUP_WINDOW old (a stream of acknowledgements), when
-                                    the window closes; every waiter of the batch shares it
+                                    iteration; every waiter of the batch shares it
 
 Anything acknowledged to a caller (a task id, a result) is awaited with `durable()`
 first, so a process crash loses nothing acknowledged: a committed WAL transaction is
@@ -30,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pools import jsontext
 from pools.errors import Conflict, StoreFailure
 from pools.memory import MemoryLog
 from pools.models import TaskRecord, TaskState
@@ -100,7 +99,6 @@ _COUNTER_COLUMN = {
 }
 
 COMMIT_DELAY = 0.005  # seconds unacknowledged bookkeeping may wait for its commit
-GROUP_WINDOW = 0.001  # while acknowledgements keep coming, at most one commit per this many seconds
 
 _TASK_COLUMNS = ("task_id", "pool_id", "task_type", "payload", "state", "worker_id", "created_at", "started_at",
                  "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries")
@@ -125,7 +123,6 @@ class Store:
         self._loop = loop
         self._lazy: asyncio.TimerHandle | None = None  # the delayed commit of unacknowledged writes
         self._soon: asyncio.Handle | None = None  # the group commit someone waits for
-        self._last_commit = 0.0
         self._waiters: list[asyncio.Future[None]] = []
         self.commits = 0
         self.on_commit: list[Callable[[], None]] = []  # run after each commit (caches of what is unsettled)
@@ -156,7 +153,6 @@ class Store:
             try:
                 self._db.execute("COMMIT")
                 self.commits += 1
-                self._last_commit = time.monotonic()
                 for hook in self.on_commit:
                     hook()
             except sqlite3.Error as exc:  # e.g. disk full: nothing of this batch may be acknowledged
@@ -179,8 +175,8 @@ class Store:
 
     async def durable(self) -> None:
         """Return once every write made so far is committed. Concurrent callers share one commit
-        (group commit): a lone caller's at the end of this loop iteration; under a stream of
-        callers one per GROUP_WINDOW, so the commit rate stays bounded while throughput grows."""
+        (group commit), run once this loop iteration's callbacks are done: under a stream of
+        callers each iteration's batch is one commit, so commits grow slower than throughput."""
         if not self._in_tx:
             return
         if self._loop is None:  # pragma: no cover - without a loop every write already committed
@@ -189,9 +185,10 @@ class Store:
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
         if self._soon is None:
-            wait = GROUP_WINDOW - (time.monotonic() - self._last_commit)
-            self._soon = (self._loop.call_later(wait, self.commit) if wait > 0
-                          else self._loop.call_soon(self.commit))
+            # Not a timer: a wait under a millisecond is rounded up to one by the selector, and that
+            # was most of what a lone execute paid over a ping. Waiters that arrive together (their
+            # wake-ups run in one loop iteration) still share this commit.
+            self._soon = self._loop.call_soon(self.commit)
         await waiter
 
     @contextmanager
@@ -236,7 +233,7 @@ class Store:
     def insert_task(self, task: TaskRecord) -> None:
         self._write(
             f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})",
-            (task.task_id, task.pool_id, task.task_type, json.dumps(task.payload), task.state.value,
+            (task.task_id, task.pool_id, task.task_type, jsontext.dumps(task.payload), task.state.value,
              task.worker_id, task.created_at.timestamp(), _ts(task.started_at), _ts(task.finished_at),
              task.duration_s, None, None, None, task.timeout, task.attempts, task.retries),
         )
@@ -256,7 +253,7 @@ class Store:
 
     def mark_finished(self, task: TaskRecord) -> None:
         """Record a terminal state, its result, and bump the pool's counters in one go."""
-        result = None if task.result is None else json.dumps(task.result, default=repr)
+        result = None if task.result is None else jsontext.dumps(task.result)
         self._write(
             "UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, finished_at = ?, duration = ?, "
             "result = ?, summary = ?, error = ?, attempts = ?, pool_fault = ? WHERE task_id = ?",

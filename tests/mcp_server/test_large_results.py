@@ -12,6 +12,7 @@ from mcp import Client
 
 from mcp_server import results
 from mcp_server.server import build_server
+from pools import jsontext
 from pools.manager import PoolManager
 from pools.models import PoolConfig
 from pools.peer_client import read_linked
@@ -33,7 +34,7 @@ def test_a_50_mb_result_through_the_cli_over_http_byte_for_byte(home: Path, tmp_
                       "-f", "json", "--output", str(out), timeout=900)
         assert run.returncode == 0, run.stderr[-2000:]
         expected = {"value": big_text(BIG, 7)}
-        assert out.read_bytes() == json.dumps(expected).encode()  # the bytes the server holds
+        assert out.read_bytes() == jsontext.dumps(expected).encode()  # the bytes the server holds
         shown = json.loads(run.stdout)
         assert shown["task"]["result_link"]["uri"].endswith(f"{shown['task']['task_id']}/result")
         assert shown["task"]["result"] == expected  # -f json prints the whole result too
