@@ -74,10 +74,10 @@ class Distribution:
             await self.m.check_file_inputs(self.tt, self.payload)  # split checks the shards' paths itself
             plan: list[tuple[dict[str, Any], Candidate | None]] = [(self.payload, c) for c in ok]
         else:
-            capacity = sum(c.capacity for c in ok)
-            try:  # split may walk directories: in a thread, never on the event loop
-                shards = await asyncio.to_thread(self.tt.split, self.payload,
-                                                 max(len(ok), SHARDS_PER_SLOT * capacity))
+            n = max(len(ok), SHARDS_PER_SLOT * sum(c.capacity for c in ok))
+            try:  # a split that reads files (it may walk directories) runs in a thread, never on the loop
+                shards = (await asyncio.to_thread(self.tt.split, self.payload, n) if self.tt.file_inputs(self.payload)
+                          else self.tt.split(self.payload, n))
             except (OSError, ValueError) as exc:  # outside the roots, missing, over a cap
                 raise InvalidInput(f"cannot split the payload: {exc}", field="payload") from exc
             plan = [(shard, self._static_pool(i, ok)) for i, shard in enumerate(shards)]
@@ -129,7 +129,7 @@ class Distribution:
                 # Not durable yet: its id reaches the caller only with its outcome, which wait() commits.
                 record = await self.m.submit(pool.pool_id, self.task_type, shard,
                                              TaskOptions(timeout=self.timeout), durable=False, group=self.group,
-                                             files_checked=True)
+                                             shard=True)
             except PoolError as exc:  # the pool cannot take work now: it failed, try another
                 self.failed_pools.add(pool.pool_id)
                 tried.append(pool.name)

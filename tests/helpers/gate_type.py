@@ -19,11 +19,13 @@ class GatePayload(BaseModel):
 
 class GateTask(TaskType):
     name = "gate"
-    description = "Wait for the gate file, then return the items doubled (tests only)."
+    description = "Wait for the gate file, then return the items doubled; fail on a negative one (tests only)."
     payload_model = GatePayload
     idempotent = True
 
     def run(self, payload: dict[str, Any], context: RunContext) -> Any:
+        if any(i < 0 for i in payload["items"]):
+            raise ValueError(f"negative item in {payload['items']}")  # a shard that fails by itself
         Path(f"{payload['gate']}.started.{os.getpid()}.{payload['items'][0]}").write_text("")
         deadline = time.time() + 60
         while not Path(payload["gate"]).exists():

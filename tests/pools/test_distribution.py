@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,57 @@ async def test_rebalance_sizes_idle_local_pools_down_to_demand(manager: PoolMana
     report = await manager.rebalance()
     assert [(r.pool, r.from_workers, r.to_workers) for r in report.resized] == [("wide", 3, 1)]
     assert manager.get_pool("wide").workers == 1
+
+
+def committed_tasks(home: Path, task_ids: list[str]) -> dict[str, tuple[str, Any, Any]]:
+    """What another connection reads of these tasks: only what is committed, (state, payload, result)."""
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(home / "mahavishnu.db")
+    try:
+        rows = db.execute(f"SELECT task_id, state, payload, result FROM tasks WHERE task_id IN "
+                          f"({', '.join('?' * len(task_ids))})", task_ids).fetchall()
+    finally:
+        db.close()
+    return {r[0]: (r[1], json.loads(r[2]), None if r[3] is None else json.loads(r[3])) for r in rows}
+
+
+async def test_map_reduce_keeps_item_order_and_every_shard_is_committed_when_it_returns(
+        home: Path, manager: PoolManager) -> None:
+    await manager.register(PoolConfig(name="left", min_workers=1, max_workers=1))
+    await manager.register(PoolConfig(name="right", min_workers=1, max_workers=1))
+    items = [f"item-{i}" if i % 3 else {"n": i, "é": [i, None]} for i in range(2_000)]
+    out = await manager.distribute("echo", {"items": items}, DistributionStrategy.MAP_REDUCE)
+    assert (out.failed, out.successful) == (0, out.total) and out.total > 2
+    assert out.result == {"echo": {"items": items}, "count": 2_000}  # every item once, in order
+    assert [s.index for s in out.shards] == list(range(out.total))
+    assert {s.pool_name for s in out.shards} == {"left", "right"}
+    ids = [s.task_id for s in out.shards]
+    assert all(ids) and len(set(ids)) == out.total
+    stored = committed_tasks(home, ids)  # read before anything else could commit them
+    assert set(stored) == set(ids)
+    shard_items = []
+    for task_id in ids:
+        state, payload, result = stored[task_id]
+        assert state == "completed" and result == {"echo": payload, "count": len(payload["items"])}
+        shard_items.extend(payload["items"])
+    assert shard_items == items
+    listed = {t.task_id: t for t in manager.list_tasks(task_type="echo", limit=100)}
+    assert all(listed[i].state is TaskState.COMPLETED for i in ids)
+
+
+async def test_a_failed_shard_is_reported_and_the_rest_reduced(gated: PoolManager, gate: Path) -> None:
+    await gated.register(PoolConfig(name="a", min_workers=1, max_workers=1))
+    await gated.register(PoolConfig(name="b", min_workers=1, max_workers=1))
+    gate.touch()
+    items = list(range(1, 17))
+    items[9] = -1  # one shard fails by itself
+    out = await gated.distribute("gate", {"gate": str(gate), "items": items}, DistributionStrategy.MAP_REDUCE)
+    failed = [s for s in out.shards if s.state is not TaskState.COMPLETED]
+    assert len(failed) == 1 and (out.failed, out.successful, out.retried) == (1, out.total - 1, 0)
+    assert failed[0].state is TaskState.FAILED and "negative item" in (failed[0].error or "")
+    assert failed[0].task_id and gated.get_task(failed[0].task_id).state is TaskState.FAILED
+    kept = [i for s in out.shards if s is not failed[0]
+            for i in gated.get_task(s.task_id).payload["items"]]  # type: ignore[arg-type]
+    assert out.result == {"doubled": [2 * i for i in kept]} and -1 not in kept and len(kept) < len(items)
