@@ -70,6 +70,11 @@ log = logging.getLogger("mahavishnu.pools")
 
 EventListener = Callable[[dict[str, Any]], None]
 
+# Finished records kept in memory, so that a wait or a status read right after the end (a client
+# collecting results) needs no read back from the store; only small results, so it stays small.
+RECENT_RECORDS = 1024
+RECENT_RESULT_CHARS = 4096
+
 
 def json_event_sink(where: str) -> EventListener:
     """The `event_log` setting: every stored event also as one JSON line, for an event collector."""
@@ -116,6 +121,7 @@ class PoolManager:
         self._store: Store | None = None
         self._pools: dict[str, _Pool] = {}
         self._live: dict[str, TaskRecord] = {}
+        self._recent: dict[str, TaskRecord] = {}  # finished, oldest first (RECENT_RECORDS)
         self._waiters: dict[str, list[asyncio.Future[TaskRecord]]] = {}
         self._unsettled: set[str] = set()  # tasks whose outcome waits in the open transaction
         self._maintenance: asyncio.TimerHandle | None = None
@@ -219,6 +225,7 @@ class PoolManager:
 
     def _hourly(self) -> None:
         if self._store is not None:
+            self._recent.clear()  # nothing pruned may still be served from memory
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             self._maintenance = asyncio.get_running_loop().call_later(3600, self._hourly)
 
@@ -302,17 +309,20 @@ class PoolManager:
             except FileNotFoundError:
                 continue
 
-    def _check_task_limits(self, payload: dict[str, Any]) -> None:
+    def _check_task_limits(self, payload: dict[str, Any]) -> str:
+        """Refuse a task over the limits; returns the payload's JSON text, as the store keeps it."""
         s = self.settings
         if len(self._live) >= s.max_queued_tasks:
             raise LimitExceeded(f"{len(self._live)} tasks are queued or running, the limit (setting "
                                 f"max_queued_tasks = {s.max_queued_tasks}); wait for some to finish",
                                 field="task_type")
-        size = len(jsontext.dumps(payload).encode())
+        text = jsontext.dumps(payload)
+        size = len(text.encode())
         if size > s.max_payload_bytes:
             raise LimitExceeded(f"the payload is {size} bytes as JSON, over the limit of {s.max_payload_bytes} "
                                 "(setting max_payload_bytes); send less, or put it in a file inside the file "
                                 "roots and pass its path", field="payload")
+        return text
 
     def _run_context(self, pool: _Pool) -> dict[str, Any]:
         """What a task learns about where it runs (pools.task_types.RunContext)."""
@@ -589,15 +599,13 @@ class PoolManager:
         tt = self.task_types.get(task_type)
         clean = payload if shard else tt.validate_payload(payload)
         self._check_takes(pool, backend, task_type)
-        self._check_task_limits(clean)
+        payload_text = self._check_task_limits(clean)
         if pool.config.type is PoolType.MAHAVISHNU and not shard:  # its workers share this disk
             await self.check_file_inputs(tt, clean)
-        record = TaskRecord.model_construct(
+        record = TaskRecord.trusted(
             task_id=new_task_id(), pool_id=pool.pool_id, task_type=task_type, payload=clean,
-            state=TaskState.QUEUED, worker_id=None, created_at=_now(), started_at=None, finished_at=None,
-            duration_s=None, result=None, summary=None, error=None, timeout=options.timeout, attempts=0,
-            retries=options.retries, pool_fault=False)
-        self.store.insert_task(record)
+            state=TaskState.QUEUED, created_at=_now(), timeout=options.timeout, retries=options.retries)
+        self.store.insert_task(record, payload_text)
         self._live[record.task_id] = record
         carrier = self.telemetry.on_submitted(record)
         try:
@@ -653,7 +661,7 @@ class PoolManager:
 
     def get_task(self, task_id: str) -> TaskRecord:
         task_id = self.task_id(task_id)
-        live = self._live.get(task_id)
+        live = self._live.get(task_id) or self._recent.get(task_id)
         if live is not None:
             return live.model_copy()
         row = self.store.task_row(task_id)
@@ -686,7 +694,7 @@ class PoolManager:
     def _record_from_row(self, row: Any) -> TaskRecord:
         import json
 
-        return TaskRecord(
+        return TaskRecord.trusted(  # our own rows, written from validated records
             task_id=row["task_id"], pool_id=row["pool_id"], task_type=row["task_type"],
             payload=json.loads(row["payload"]), state=TaskState(row["state"]), worker_id=row["worker_id"],
             created_at=_dt(row["created_at"]) or _now(), started_at=_dt(row["started_at"]),
@@ -700,9 +708,9 @@ class PoolManager:
         record = self._live.get(task_id)
         if record is None:
             return
-        record.state, record.worker_id, record.started_at, record.attempts = (
-            TaskState.RUNNING, worker_id, _now(), attempts)
-        self.store.mark_running(task_id, worker_id, record.started_at.timestamp(), attempts)
+        started_at = _now()
+        record.update(state=TaskState.RUNNING, worker_id=worker_id, started_at=started_at, attempts=attempts)
+        self.store.mark_running(task_id, worker_id, started_at.timestamp(), attempts)
         self.telemetry.on_started(record)
 
     def task_requeued(self, task_id: str, reason: str) -> None:
@@ -718,19 +726,24 @@ class PoolManager:
         record = self._live.pop(task_id, None)
         if record is None:
             return
-        record.state, record.result, record.error, record.pool_fault = state, result, error, pool_fault
-        record.worker_id = worker_id or record.worker_id
-        record.finished_at = _now()
-        if record.started_at is not None:
-            record.duration_s = round((record.finished_at - record.started_at).total_seconds(), 6)
+        finished_at = _now()
+        started_at = record.started_at
         if state is TaskState.COMPLETED:
             try:
-                record.summary = self.task_types.instance(record.task_type).summarize(result)
+                summary = self.task_types.instance(record.task_type).summarize(result)
             except Exception as exc:  # a summary is a courtesy; the result stands
-                record.summary = f"(no summary: {exc})"
+                summary = f"(no summary: {exc})"
         else:
-            record.summary = (error or state.value).splitlines()[0][:200]
-        self.store.mark_finished(record)
+            summary = (error or state.value).splitlines()[0][:200]
+        record.update(state=state, result=result, error=error, pool_fault=pool_fault,
+                      worker_id=worker_id or record.worker_id, finished_at=finished_at, summary=summary,
+                      duration_s=None if started_at is None else
+                      round((finished_at - started_at).total_seconds(), 6))
+        if self.store.mark_finished(record) <= RECENT_RESULT_CHARS:
+            recent = self._recent
+            recent[task_id] = record
+            if len(recent) > RECENT_RECORDS:
+                del recent[next(iter(recent))]
         self._unsettled.add(task_id)
         self.telemetry.on_finished(record)
         if state is not TaskState.COMPLETED:
@@ -876,9 +889,7 @@ class PoolManager:
             entry = by_type.setdefault(info.pool_type.value, TypeStats())
             entry.pools += 1
             entry.workers += info.workers
-        totals = self.store._db.execute(
-            "SELECT sum(completed), sum(failed), sum(cancelled), sum(timed_out), sum(duration_sum), "
-            "sum(duration_n) FROM pools").fetchone()
+        totals = self.store.pool_totals()
         queued = sum(1 for r in self._live.values() if r.state is TaskState.QUEUED)
         return StatsReport(
             total_pools=len(infos),

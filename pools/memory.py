@@ -58,9 +58,10 @@ Writer = Callable[[str, tuple[Any, ...]], sqlite3.Cursor]
 class MemoryLog:
     """Memory tables on the store's connection; writes go through the store's grouped commits."""
 
-    def __init__(self, db: sqlite3.Connection, write: Writer) -> None:
+    def __init__(self, db: sqlite3.Connection, write: Writer, flush: Callable[[], None]) -> None:
         self.db = db
         self.write = write
+        self.flush = flush  # the store's buffered task writes, run before reading tasks
         columns = [row[1] for row in db.execute("PRAGMA table_info(memory_fts)")]
         if columns and "task_id" not in columns:  # an index from before ids and pools were searchable
             db.execute("DROP TABLE memory_fts")
@@ -74,6 +75,7 @@ class MemoryLog:
 
     def index_pending(self, batch: int = 5000) -> int:
         """Add finished tasks not yet in the full-text index; returns how many."""
+        self.flush()
         total = 0
         while True:
             # Task ids, pool names and ids, and task types are searchable too, not only summaries.
@@ -101,12 +103,14 @@ class MemoryLog:
         return [dict(r) for r in rows]
 
     def unsynced(self, limit: int) -> list[dict[str, Any]]:
+        self.flush()
         rows = self.db.execute(
             f"{self._RECORD} WHERE t.synced_at IS NULL AND t.finished_at IS NOT NULL ORDER BY t.finished_at LIMIT ?",
             (limit,))
         return [dict(r) for r in rows]
 
     def count_unsynced(self) -> int:
+        self.flush()
         return int(self.db.execute(
             "SELECT count(*) FROM tasks WHERE synced_at IS NULL AND finished_at IS NOT NULL").fetchone()[0])
 

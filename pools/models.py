@@ -219,6 +219,26 @@ class TaskRecord(Model):
     payload_link: Link | None = Field(default=None, description="Set when the payload was too large to inline "
                                                                 "(payload is then {}).")
 
+    @classmethod
+    def trusted(cls, **values: Any) -> TaskRecord:
+        """A record from values this process made or read back from its own store: no validation,
+        and none of model_construct's walk over every field (the per-task hot path). Fields not
+        given take their defaults."""
+        record = cls.__new__(cls)
+        object.__setattr__(record, "__dict__", {**_RECORD_DEFAULTS, **values})
+        object.__setattr__(record, "__pydantic_fields_set__", set(values))
+        object.__setattr__(record, "__pydantic_extra__", None)
+        object.__setattr__(record, "__pydantic_private__", None)
+        return record
+
+    def update(self, **changes: Any) -> None:
+        """Set fields from trusted internal values without pydantic's per-assignment handler."""
+        self.__dict__.update(changes)
+        self.__pydantic_fields_set__.update(changes)
+
+
+_RECORD_DEFAULTS = {name: field.default for name, field in TaskRecord.model_fields.items() if not field.is_required()}
+
 
 class PoolHealth(Model):
     pool_id: str

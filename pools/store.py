@@ -9,6 +9,11 @@ transaction; when that transaction commits is the durability contract:
                                  └─ `await durable()`: commit at the end of this loop
                                     iteration; every waiter of the batch shares it
 
+The per-task writes (a new task, its start, its end, the pool's counters) are buffered
+and run as one executemany per kind when the transaction commits, or before any other
+statement or read on this connection, so they stay in order and every read sees them. A
+task that starts and ends within one transaction is written once, with its end.
+
 Anything acknowledged to a caller (a task id, a result) is awaited with `durable()`
 first, so a process crash loses nothing acknowledged: a committed WAL transaction is
 in the operating system's hands. With `synchronous=NORMAL` the WAL is fsynced at
@@ -102,6 +107,13 @@ COMMIT_DELAY = 0.005  # seconds unacknowledged bookkeeping may wait for its comm
 
 _TASK_COLUMNS = ("task_id", "pool_id", "task_type", "payload", "state", "worker_id", "created_at", "started_at",
                  "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries")
+_INSERT_TASK = f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})"
+_MARK_RUNNING = "UPDATE tasks SET state = 'running', worker_id = ?, started_at = ?, attempts = ? WHERE task_id = ?"
+_MARK_FINISHED = ("UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, finished_at = ?, duration = ?, "
+                  "result = ?, summary = ?, error = ?, attempts = ?, pool_fault = ? WHERE task_id = ?")
+_COUNT = ("UPDATE pools SET completed = completed + ?, failed = failed + ?, cancelled = cancelled + ?, "
+          "timed_out = timed_out + ?, duration_sum = duration_sum + ?, duration_n = duration_n + ? WHERE pool_id = ?")
+_COUNTER_INDEX = {state: i for i, state in enumerate(_COUNTER_COLUMN)}
 
 
 def _ts(value: Any) -> float | None:
@@ -126,19 +138,51 @@ class Store:
         self._waiters: list[asyncio.Future[None]] = []
         self.commits = 0
         self.on_commit: list[Callable[[], None]] = []  # run after each commit (caches of what is unsettled)
-        self.memory = MemoryLog(self._db, self._write)
+        # Buffered task writes of the open transaction (see the module doc), run by _flush().
+        self._inserts: list[tuple[Any, ...]] = []
+        self._running: dict[str, tuple[Any, ...]] = {}
+        self._finished: dict[str, tuple[Any, ...]] = {}
+        self._counts: dict[str, list[float]] = {}  # pool id -> [completed, failed, cancelled, timed_out, sum, n]
+        self.memory = MemoryLog(self._db, self._write, self._flush)
 
     # -- transactions -------------------------------------------------------------------
-    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+    def _begin(self) -> None:
         if not self._in_tx:
             self._db.execute("BEGIN")
             self._in_tx = True
             if self._loop is not None:
                 self._lazy = self._loop.call_later(COMMIT_DELAY, self.commit)
+
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        self._begin()
+        self._flush()  # buffered task writes first: statements run in the order they were made
         cur = self._db.execute(sql, params)
         if self._loop is None:
             self.commit()
         return cur
+
+    def _buffered(self) -> None:
+        """A task write was buffered: it belongs to the open transaction (without a loop: commit now)."""
+        self._begin()
+        if self._loop is None:
+            self.commit()
+
+    def _flush(self) -> None:
+        """Run the buffered task writes, one executemany per kind, in the order a task goes through
+        them (insert, start, end); then the pools' counters."""
+        db = self._db
+        if self._inserts:
+            inserts, self._inserts = self._inserts, []
+            db.executemany(_INSERT_TASK, inserts)
+        if self._running:
+            running, self._running = self._running, {}
+            db.executemany(_MARK_RUNNING, running.values())
+        if self._finished:
+            finished, self._finished = self._finished, {}
+            db.executemany(_MARK_FINISHED, finished.values())
+        if self._counts:
+            counts, self._counts = self._counts, {}
+            db.executemany(_COUNT, [(*c, pool_id) for pool_id, c in counts.items()])
 
     def commit(self) -> None:
         """Commit the open transaction now and release everyone waiting on it."""
@@ -151,12 +195,14 @@ class Store:
         if self._in_tx:
             self._in_tx = False
             try:
+                self._flush()
                 self._db.execute("COMMIT")
                 self.commits += 1
                 for hook in self.on_commit:
                     hook()
             except sqlite3.Error as exc:  # e.g. disk full: nothing of this batch may be acknowledged
                 error = exc
+                self._inserts, self._running, self._finished, self._counts = [], {}, {}, {}
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
         for waiter in waiters:
@@ -223,24 +269,27 @@ class Store:
                     (reason, time.time(), pool_id))
 
     def open_pools(self) -> list[sqlite3.Row]:
+        self._flush()
         return list(self._db.execute("SELECT * FROM pools WHERE closed_at IS NULL ORDER BY created_at"))
 
     def pool_row(self, pool_id: str) -> sqlite3.Row | None:
+        self._flush()
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM pools WHERE pool_id = ?", (pool_id,)).fetchone()
         return row
 
     # -- tasks --------------------------------------------------------------------------
-    def insert_task(self, task: TaskRecord) -> None:
-        self._write(
-            f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})",
-            (task.task_id, task.pool_id, task.task_type, jsontext.dumps(task.payload), task.state.value,
+    def insert_task(self, task: TaskRecord, payload_text: str | None = None) -> None:
+        """`payload_text`: jsontext.dumps(task.payload), when the caller has it already."""
+        self._inserts.append(
+            (task.task_id, task.pool_id, task.task_type,
+             jsontext.dumps(task.payload) if payload_text is None else payload_text, task.state.value,
              task.worker_id, task.created_at.timestamp(), _ts(task.started_at), _ts(task.finished_at),
-             task.duration_s, None, None, None, task.timeout, task.attempts, task.retries),
-        )
+             task.duration_s, None, None, None, task.timeout, task.attempts, task.retries))
+        self._buffered()
 
     def mark_running(self, task_id: str, worker_id: str, started_at: float, attempts: int) -> None:
-        self._write("UPDATE tasks SET state = 'running', worker_id = ?, started_at = ?, attempts = ? "
-                    "WHERE task_id = ?", (worker_id, started_at, attempts, task_id))
+        self._running[task_id] = (worker_id, started_at, attempts, task_id)
+        self._buffered()
 
     def mark_queued(self, task_id: str, pool_id: str) -> None:
         self._write("UPDATE tasks SET state = 'queued', pool_id = ?, worker_id = NULL, started_at = NULL, "
@@ -251,29 +300,42 @@ class Store:
         the state stays running, for reconciliation)."""
         self._write("UPDATE tasks SET error = ? WHERE task_id = ?", (reason, task_id))
 
-    def mark_finished(self, task: TaskRecord) -> None:
-        """Record a terminal state, its result, and bump the pool's counters in one go."""
+    def mark_finished(self, task: TaskRecord) -> int:
+        """Record a terminal state, its result, and bump the pool's counters in one go; returns the
+        length of the result's JSON text (0 for none)."""
         result = None if task.result is None else jsontext.dumps(task.result)
-        self._write(
-            "UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, finished_at = ?, duration = ?, "
-            "result = ?, summary = ?, error = ?, attempts = ?, pool_fault = ? WHERE task_id = ?",
-            (task.state.value, task.worker_id, _ts(task.started_at), _ts(task.finished_at), task.duration_s,
-             result, task.summary, task.error, task.attempts, int(task.pool_fault), task.task_id),
-        )
-        column = _COUNTER_COLUMN[task.state]
+        task_id = task.task_id
+        self._running.pop(task_id, None)  # this write sets everything the start would have
+        self._finished[task_id] = (
+            task.state.value, task.worker_id, _ts(task.started_at), _ts(task.finished_at), task.duration_s,
+            result, task.summary, task.error, task.attempts, int(task.pool_fault), task_id)
+        counts = self._counts.get(task.pool_id)
+        if counts is None:
+            counts = self._counts[task.pool_id] = [0, 0, 0, 0, 0.0, 0]
+        counts[_COUNTER_INDEX[task.state]] += 1
         if task.duration_s is not None and task.state is TaskState.COMPLETED:
-            self._write(f"UPDATE pools SET {column} = {column} + 1, duration_sum = duration_sum + ?, "
-                        "duration_n = duration_n + 1 WHERE pool_id = ?", (task.duration_s, task.pool_id))
-        else:
-            self._write(f"UPDATE pools SET {column} = {column} + 1 WHERE pool_id = ?", (task.pool_id,))
+            counts[4] += task.duration_s
+            counts[5] += 1
+        self._buffered()
+        return 0 if result is None else len(result)
+
+    def pool_totals(self) -> sqlite3.Row:
+        """Every pool's counters summed (closed pools too: they are history)."""
+        self._flush()
+        row: sqlite3.Row = self._db.execute(
+            "SELECT sum(completed), sum(failed), sum(cancelled), sum(timed_out), sum(duration_sum), "
+            "sum(duration_n) FROM pools").fetchone()
+        return row
 
     def task_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids that begin with `prefix` (a range on the primary key: hex digits sort below 'g')."""
+        self._flush()
         rows = self._db.execute("SELECT task_id FROM tasks WHERE task_id >= ? AND task_id < ? ORDER BY task_id "
                                 "LIMIT ?", (prefix, prefix + "g", limit)).fetchall()
         return [str(r[0]) for r in rows]
 
     def task_row(self, task_id: str) -> sqlite3.Row | None:
+        self._flush()
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row
 
@@ -283,6 +345,7 @@ class Store:
         ends on a character boundary. None when there is no such task."""
         if column not in ("result", "payload"):
             raise ValueError(column)
+        self._flush()
         row = self._db.execute("SELECT rowid FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         if row is None:
             return None
@@ -302,6 +365,7 @@ class Store:
         raise ValueError(f"task {task_id}'s {column} is not UTF-8 text at byte {offset}")
 
     def unfinished_tasks(self) -> list[sqlite3.Row]:
+        self._flush()
         return list(self._db.execute(
             # The planner would take tasks_state_created and sort; this index is already in order.
             "SELECT * FROM tasks INDEXED BY tasks_unfinished WHERE state IN ('queued', 'running') "
@@ -315,6 +379,7 @@ class Store:
                 where.append(f"{column} = ?")
                 params.append(value)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
+        self._flush()
         return list(self._db.execute(f"SELECT * FROM tasks {clause}ORDER BY created_at DESC LIMIT ?",
                                      (*params, limit)))
 

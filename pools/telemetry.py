@@ -158,6 +158,7 @@ class Telemetry:
         self.distributions = counter("mahavishnu_distributions_total")
         self.tracer = trace.get_tracer("mahavishnu.pools")
         self._spans: dict[str, Span] = {}
+        self._traced = False
         # Labelled children, looked up once: .labels() costs microseconds on the per-task path.
         self._children: dict[tuple[Any, ...], Any] = {}
         self._pool_name: Callable[[str], str] = lambda pool_id: pool_id
@@ -208,10 +209,15 @@ class Telemetry:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    @staticmethod
-    def _tracing() -> bool:
+    def _tracing(self) -> bool:
         """False until an SDK tracer provider is installed: then spans are not even built."""
-        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        if not self._traced:
+            # get_tracer_provider() looks up an environment variable on every call until a provider
+            # is set (once, for good); the global it sets says "none yet" without that lookup.
+            if getattr(trace, "_TRACER_PROVIDER", True) is None:
+                return False
+            self._traced = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        return self._traced
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

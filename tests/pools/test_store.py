@@ -8,6 +8,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from pools.errors import StoreFailure
 from pools.ids import new_task_id
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskRecord, TaskState
@@ -114,3 +117,79 @@ async def test_submit_returns_only_committed_ids(tmp_path: Path) -> None:
             db = sqlite3.connect(m.store.path)  # the outcome a waiter sees is committed too
             assert db.execute("SELECT state FROM tasks WHERE task_id = ?", (t.task_id,)).fetchone()[0] == "completed"
             db.close()
+
+
+def row_of(store: Store, task_id: str) -> sqlite3.Row:
+    row = store.task_row(task_id)
+    assert row is not None
+    return row
+
+
+async def test_buffered_task_writes_are_read_back_and_committed_in_order(tmp_path: Path) -> None:
+    """Task writes wait in a buffer for the commit; every read before it sees them, a write of
+    another kind runs after them, and a start overtaken by the end in one transaction leaves the end."""
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    store.insert_pool("pool_000000000001", "p", {}, "running", time.time())
+    store.insert_pool("pool_000000000002", "q", {}, "running", time.time())
+    store.commit()
+    a, b, c = record("pool_000000000001"), record("pool_000000000001"), record("pool_000000000002")
+    for r in (a, b, c):
+        store.insert_task(r)
+    assert not committed(store.path, a.task_id)  # buffered, not yet committed ...
+    assert row_of(store, a.task_id)["state"] == "queued"  # ... and read back on this connection
+    assert {r["task_id"] for r in store.recent_tasks(None, 10, "queued")} == {a.task_id, b.task_id, c.task_id}
+
+    now = datetime.now(UTC)
+    store.mark_running(a.task_id, "worker_1", now.timestamp(), 1)
+    store.mark_running(b.task_id, "worker_1", now.timestamp(), 1)
+    store.mark_queued(b.task_id, "pool_000000000002")  # a retry: runs after the buffered start
+    a.state, a.worker_id, a.started_at, a.attempts = TaskState.COMPLETED, "worker_1", now, 1
+    a.finished_at, a.duration_s, a.result = now, 0.5, {"ok": 1}
+    store.mark_finished(a)  # the same transaction: the end supersedes the start
+    c.state, c.finished_at, c.error = TaskState.FAILED, now, "boom"
+    store.mark_finished(c)
+    assert row_of(store, b.task_id)["state"] == "queued" and row_of(store, b.task_id)["worker_id"] is None
+    await store.durable()
+    assert committed(store.path, a.task_id) and committed(store.path, c.task_id)
+
+    db = sqlite3.connect(store.path)  # what a restart would read
+    try:
+        got = {r[0]: r[1:] for r in db.execute("SELECT task_id, state, pool_id, worker_id, attempts, result "
+                                               "FROM tasks")}
+        counts = {r[0]: r[1:] for r in db.execute("SELECT pool_id, completed, failed, duration_sum, duration_n "
+                                                  "FROM pools")}
+    finally:
+        db.close()
+    assert got[a.task_id] == ("completed", "pool_000000000001", "worker_1", 1, '{"ok":1}')
+    assert got[b.task_id] == ("queued", "pool_000000000002", None, 1, None)
+    assert got[c.task_id][0] == "failed"
+    assert counts == {"pool_000000000001": (1, 0, 0.5, 1), "pool_000000000002": (0, 1, 0.0, 0)}
+    store.close()
+
+
+async def test_a_failed_commit_acknowledges_nothing_of_its_buffer(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    first = record("pool_000000000001")
+    store.insert_task(first)
+    store.insert_task(first)  # the same id twice: the batch cannot commit
+    with pytest.raises(StoreFailure):
+        await store.durable()
+    assert store.settled and store.task_row(first.task_id) is None
+    later = record("pool_000000000001")  # the store goes on with what comes next
+    store.insert_task(later)
+    await store.durable()
+    assert committed(store.path, later.task_id)
+    store.close()
+
+
+async def test_results_read_right_after_the_end_match_the_store(tmp_path: Path) -> None:
+    """Finished records are served from memory for a while; what they say is what is stored."""
+    async with PoolManager(make_settings(tmp_path / "home")) as m:
+        await m.register(PoolConfig(name="p", min_workers=1, max_workers=1))
+        small = await m.execute("p", "echo", {"i": 1})
+        large = await m.execute("p", "echo", {"text": "x" * 10_000})
+        for done in (small, large):
+            assert done.state is TaskState.COMPLETED
+            again = m.get_task(done.task_id)
+            assert again == m._record_from_row(row_of(m.store, done.task_id))
+            assert again is not done  # a copy: a caller's changes stay its own
