@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -87,6 +88,11 @@ def json_event_sink(where: str) -> EventListener:
         stream.write(json.dumps(event, default=str) + "\n")
 
     return write
+
+
+@functools.cache
+def _no_options() -> TaskOptions:
+    return TaskOptions()  # read only: one instance serves every submit without options
 
 
 def _now() -> datetime:
@@ -593,7 +599,7 @@ class PoolManager:
         payload is what the task type's split made of a payload validated and checked against the
         file roots already (distribution does both once, before it picks pools, so that no await
         sits between a pick and its submit, and 20,000 items are not validated twice)."""
-        options = options or TaskOptions()
+        options = options or _no_options()
         pool = self.resolve(pool_ref)
         backend = self._backend(pool)
         tt = self.task_types.get(task_type)
@@ -624,7 +630,8 @@ class PoolManager:
         if record is None:
             if task_id in self._unsettled:
                 await self.durable()
-            return self.get_task(task_id)
+            # As a waiter woken at the end gets it: the record itself (get_task hands out copies).
+            return self._recent.get(task_id) or self.get_task(task_id)
         future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, []).append(future)
         try:

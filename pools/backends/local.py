@@ -64,6 +64,7 @@ def describe_exit(returncode: int | None) -> str:
 
 class _Worker:
     __slots__ = ("worker_id", "proc", "conn", "state", "jobs", "running", "tasks_done", "idle_since", "timer",
+                 "deadline",
                  "ps", "started", "usage", "pid", "gone", "recalled")
 
     def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Channel) -> None:
@@ -79,7 +80,10 @@ class _Worker:
         self.recalled: dict[str, str] = {}
         self.tasks_done = 0
         self.idle_since = time.monotonic()
+        # One timer per worker, not one per job: it fires at or before the running job's deadline
+        # and is moved on from there (timeouts are long and jobs short: it rarely fires at all).
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the running job must end
         self.ps: psutil.Process | None = None
         self.usage: tuple[float, float | None, float | None] = (0.0, None, None)  # (when, memory MB, CPU %)
         self.started = asyncio.get_running_loop().create_future()
@@ -329,12 +333,28 @@ class LocalBackend(JobQueue, PoolBackend):
         self.sink.task_started(task_id, worker.worker_id, job.attempts)
         if self._workers.get(worker.worker_id) is worker:
             assert self._loop is not None
-            worker.timer = self._loop.call_later(job.timeout, self._on_timeout, worker, job)
+            worker.deadline = self._loop.time() + job.timeout
+            if worker.timer is None or worker.timer.when() > worker.deadline:
+                self._arm(worker)
 
-    def _on_timeout(self, worker: _Worker, job: Job) -> None:
-        if worker.running is job:
-            self._end_running(worker, TaskState.TIMED_OUT,
-                              f"timed out after {job.timeout:g}s; its worker was killed and replaced")
+    def _arm(self, worker: _Worker) -> None:
+        assert self._loop is not None
+        if worker.timer is not None:
+            worker.timer.cancel()
+        worker.timer = self._loop.call_at(worker.deadline, self._on_timer, worker)
+
+    def _on_timer(self, worker: _Worker) -> None:
+        """The running job's deadline, or an earlier job's: time it out, or wait for its own."""
+        assert self._loop is not None
+        worker.timer = None
+        job = worker.running
+        if job is None or self._workers.get(worker.worker_id) is not worker:
+            return
+        if self._loop.time() < worker.deadline:
+            self._arm(worker)
+            return
+        self._end_running(worker, TaskState.TIMED_OUT,
+                          f"timed out after {job.timeout:g}s; its worker was killed and replaced")
 
     def _end_running(self, worker: _Worker, state: TaskState | None, error: str) -> None:
         """End the running job with `state` (None: it was ended already) by killing the worker;
@@ -459,8 +479,6 @@ class LocalBackend(JobQueue, PoolBackend):
             _, task_id, ok, result, error, next_id = message
             job = worker.running
             if job is not None and job.task_id == task_id:
-                if worker.timer:
-                    worker.timer.cancel()
                 worker.jobs.remove(job)
                 worker.running = None
                 worker.tasks_done += 1
