@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
@@ -22,6 +23,7 @@ MIN_TOKEN_LENGTH = 16
 MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
+@functools.lru_cache(maxsize=256)  # asked for every request's Host; a client sends the same few
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 (also as ::ffff:127.x) and the loopback names."""
     if host.lower() in ("localhost", "ip6-localhost", "localhost.localdomain"):

@@ -36,6 +36,7 @@ from mcp_server.schemas import ErrorInfo, ErrorOutput
 from pools.errors import PoolError, describe_validation_error
 
 log = logging.getLogger("mahavishnu.server")
+X_MCP_HEADER = "x-mcp-header"  # the JSON-schema annotation that makes a property an HTTP header
 
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 # A handler gets the validated input and a progress callback; it returns its output model,
@@ -109,7 +110,19 @@ class ModelToolServer(MCPServer):
 
     def __init__(self, *args: Any, tools: Sequence[ModelTool], **kwargs: Any) -> None:
         self.model_tools = {t.name: t for t in tools}
-        super().__init__(*args, tools=[_listing(t) for t in tools], **kwargs)
+        listed = [_listing(t) for t in tools]
+        # Input schemas that declare an Mcp-Param-* header (x-mcp-header); see _tool_input_schema.
+        self._header_schemas = {t.name: t.parameters for t in listed if X_MCP_HEADER in json.dumps(t.parameters)}
+        super().__init__(*args, tools=listed, **kwargs)
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        """The SDK asks this on every HTTP tools/call with arguments, and walks the schema it gets
+        twice to compare Mcp-Param-* headers with the arguments (a fifth of the server time an
+        execute took beyond a ping). Only a schema that declares such a header can fail that
+        check, so only those are handed over; the others skip a walk that could find nothing."""
+        if name in self.model_tools:
+            return self._header_schemas.get(name)
+        return super()._tool_input_schema(name)
 
     def shape(self, spec: ModelTool, output: BaseModel) -> CallToolResult:
         """Output model -> the tool result. Subclasses keep large parts out of the response."""
