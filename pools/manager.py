@@ -99,6 +99,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _expire(future: asyncio.Future[Any]) -> None:
+    """A wait's timeout: its caller gets the task as it stands."""
+    if not future.done():
+        future.set_result(None)
+
+
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
@@ -128,7 +134,7 @@ class PoolManager:
         self._pools: dict[str, _Pool] = {}
         self._live: dict[str, TaskRecord] = {}
         self._recent: dict[str, TaskRecord] = {}  # finished, oldest first (RECENT_RECORDS)
-        self._waiters: dict[str, list[asyncio.Future[TaskRecord]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
         self._unsettled: set[str] = set()  # tasks whose outcome waits in the open transaction
         self._maintenance: asyncio.TimerHandle | None = None
         self.listeners: list[EventListener] = []
@@ -632,22 +638,27 @@ class PoolManager:
                 await self.durable()
             # As a waiter woken at the end gets it: the record itself (get_task hands out copies).
             return self._recent.get(task_id) or self.get_task(task_id)
-        future: asyncio.Future[TaskRecord] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[TaskRecord | None] = loop.create_future()
         self._waiters.setdefault(task_id, []).append(future)
+        # The future is this caller's own, so the timeout can end it (with None) and the caller
+        # awaits it directly: woken one loop iteration sooner than through asyncio.wait, with no
+        # task or set made per wait; a caller that gives up cancels only its own future.
+        timer = loop.call_later(timeout, _expire, future) if timeout is not None else None
         try:
-            # asyncio.wait neither cancels the future nor wraps it in a task: cheap, and a
-            # caller that gives up leaves the task itself untouched.
-            done, _ = await asyncio.wait((future,), timeout=timeout)
-            if done:
-                await self.durable()
-                return future.result()
-            return self.get_task(task_id)
+            record = await future
         finally:
+            if timer is not None:
+                timer.cancel()
             waiters = self._waiters.get(task_id)
             if waiters and future in waiters:
                 waiters.remove(future)
                 if not waiters:
                     del self._waiters[task_id]
+        if record is None:
+            return self.get_task(task_id)
+        await self.durable()
+        return record
 
     async def execute(self, pool_ref: str, task_type: str, payload: dict[str, Any],
                       options: TaskOptions | None = None, wait: float | None = None) -> TaskRecord:

@@ -198,3 +198,25 @@ async def test_failing_task_keeps_the_remote_traceback(manager: PoolManager) -> 
     assert done.state is TaskState.FAILED
     assert (done.error or "").startswith("JSONDecodeError")
     assert "Traceback" in (done.error or "")
+
+
+async def test_a_wait_that_runs_out_or_is_given_up_leaves_the_task_and_other_waiters_alone(
+        manager: PoolManager, gate: Path) -> None:
+    import asyncio
+
+    await manager.register(PoolConfig(name="w", min_workers=1, max_workers=1))
+    task = await manager.submit("w", "python", {"target": f"{HELPERS}:wait_for_file", "args": [str(gate)]})
+    await wait_until(lambda: manager.get_task(task.task_id).state is TaskState.RUNNING, what="the task to start")
+    assert (await manager.wait(task.task_id, 0.01)).state is TaskState.RUNNING  # ran out: as it stands
+    assert (await manager.wait(task.task_id, 0)).state is TaskState.RUNNING
+    patient = asyncio.ensure_future(manager.wait(task.task_id, 60))
+    quitter = asyncio.ensure_future(manager.wait(task.task_id, 60))
+    await wait_until(lambda: len(manager._waiters.get(task.task_id, [])) == 2, what="both waiters")
+    quitter.cancel()
+    await wait_until(lambda: len(manager._waiters.get(task.task_id, [])) == 1, what="the quitter to leave")
+    assert manager.get_task(task.task_id).state is TaskState.RUNNING
+    gate.touch()
+    done = await asyncio.wait_for(patient, 60)
+    assert done.state is TaskState.COMPLETED and quitter.cancelled()
+    assert task.task_id not in manager._waiters
+    assert (await manager.wait(task.task_id, 5)).state is TaskState.COMPLETED  # a late wait: at once
