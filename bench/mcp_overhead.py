@@ -3,8 +3,13 @@ and the CLI's cold start vs a bare `import mcp`, in the same run.
 
     python bench/mcp_overhead.py [--calls 400] [--cold-runs 7]
 
-Targets (issue 3): execute adds <= 1 ms at p50 over ping; `mahavishnu pools list`
-<= 1.3x `python -c "import mcp"`; `mahavishnu --help` < 0.3 s.
+Two clients, one after the other, each interleaving pings and executes: the SDK's default
+client, which re-checks every result against the tool's output schema (jsonschema, on the
+client: larger for an execute's answer than for a ping's), and the same client without that
+re-check, as the `mahavishnu` CLI calls (the server's own cost).
+
+Targets: execute adds <= 0.5 ms at p50 over ping (issue 16; issue 3 had 1 ms);
+`mahavishnu pools list` <= 1.3x `python -c "import mcp"`; `mahavishnu --help` < 0.3 s.
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def round_trips(url: str, calls: int) -> tuple[list[float], list[float]]:
+async def round_trips(url: str, calls: int, validate: bool) -> tuple[list[float], list[float]]:
     from mcp import Client
+
+    async def trust(name: str, result: object) -> None:
+        return None
 
     ping, execute = [], []
     async with Client(url) as client:
+        if not validate:
+            client.session.validate_tool_result = trust  # type: ignore[method-assign]
         for _ in range(30):  # warm both paths
             await client.call_tool("pools_ping", {})
             await client.call_tool("pools_execute", {"task_type": "echo", "payload": {}})
@@ -65,14 +75,17 @@ def main() -> None:
     env = cli_env(home)
     mahavishnu = [sys.executable, str(ROOT / "cli.py")]
     with running_server(home) as (url, _):
-        ping, execute = asyncio.run(round_trips(url, args.calls))
         print(f"MCP over HTTP on 127.0.0.1, {args.calls} calls each (ms)")
-        for name, xs in (("bare ping tool", ping), ("execute echo task", execute)):
-            print(f"  {name:<22} p50 {statistics.median(xs):6.2f}   p99 {pct(xs, 0.99):6.2f}")
-        added = statistics.median(execute) - statistics.median(ping)
-        print(f"  execute adds {added:.2f} ms at p50 over ping "
-              f"(ratio {statistics.median(execute) / statistics.median(ping):.2f}x); target <= 1 ms: "
-              f"{'met' if added <= 1 else 'NOT met'}")
+        for validate, client in ((True, "SDK client, output-schema re-check on (default)"),
+                                 (False, "SDK client, output-schema re-check off (as the CLI calls)")):
+            ping, execute = asyncio.run(round_trips(url, args.calls, validate))
+            print(f" {client}")
+            for name, xs in (("bare ping tool", ping), ("execute echo task", execute)):
+                print(f"  {name:<22} p50 {statistics.median(xs):6.2f}   p99 {pct(xs, 0.99):6.2f}")
+            added = statistics.median(execute) - statistics.median(ping)
+            print(f"  execute adds {added:.2f} ms at p50 over ping "
+                  f"(ratio {statistics.median(execute) / statistics.median(ping):.2f}x); target <= 0.5 ms: "
+                  f"{'met' if added <= 0.5 else 'NOT met'}")
         cold_import, cold_list, cold_help = [], [], []
         timed(mahavishnu + ["pools", "list"], env)  # first run writes nothing we reuse; warm the page cache
         for _ in range(args.cold_runs):
