@@ -135,7 +135,7 @@ class PoolManager:
         self._live: dict[str, TaskRecord] = {}
         self._recent: dict[str, TaskRecord] = {}  # finished, oldest first (RECENT_RECORDS)
         self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
-        self._unsettled: set[str] = set()  # tasks whose outcome waits in the open transaction
+        self._unsettled: dict[str, int] = {}  # task -> the store generation that commits its outcome
         self._maintenance: asyncio.TimerHandle | None = None
         self.listeners: list[EventListener] = []
         self.router = Router()
@@ -158,7 +158,7 @@ class PoolManager:
         try:
             # Group commit: what is acknowledged waits for its batch's commit (see pools.store).
             self._store = Store(self.settings.db_path, loop)
-            self._store.on_commit.append(self._unsettled.clear)
+            self._store.on_commit.append(self._forget_settled)
             self.store.prune(time.time() - self.settings.retention_days * 86400)
             for row in self.store.open_pools():
                 config = PoolConfig.model_validate_json(row["config"])
@@ -232,8 +232,7 @@ class PoolManager:
         self.telemetry.pool_known(pool_name, self.task_types.enabled & set(self.task_types.refs))
 
     def _never_had_pools(self) -> bool:
-        row = self.store._db.execute("SELECT count(*) FROM pools").fetchone()
-        return bool(row[0] == 0)
+        return self.store.pool_count() == 0
 
     def _hourly(self) -> None:
         if self._store is not None:
@@ -634,8 +633,7 @@ class PoolManager:
         """The task once it has finished (its outcome committed), or as it stands when `timeout` runs out."""
         record = self._live.get(task_id)
         if record is None:
-            if task_id in self._unsettled:
-                await self.durable()
+            await self._outcome_durable(task_id)
             # As a waiter woken at the end gets it: the record itself (get_task hands out copies).
             return self._recent.get(task_id) or self.get_task(task_id)
         loop = asyncio.get_running_loop()
@@ -657,7 +655,7 @@ class PoolManager:
                     del self._waiters[task_id]
         if record is None:
             return self.get_task(task_id)
-        await self.durable()
+        await self._outcome_durable(task_id)
         return record
 
     async def execute(self, pool_ref: str, task_type: str, payload: dict[str, Any],
@@ -762,11 +760,22 @@ class PoolManager:
             recent[task_id] = record
             if len(recent) > RECENT_RECORDS:
                 del recent[next(iter(recent))]
-        self._unsettled.add(task_id)
+        self._unsettled[task_id] = self.store.generation
         self.telemetry.on_finished(record)
         if state is not TaskState.COMPLETED:
             self._event(f"task_{state.value}", record.pool_id, task_id, {"error": record.summary})
         self._wake(task_id, record)
+
+    async def _outcome_durable(self, task_id: str) -> None:
+        """Return once the outcome of a task that ended is committed."""
+        generation = self._unsettled.get(task_id)
+        if generation is not None and self._store is not None:
+            await self._store.durable(generation)
+
+    def _forget_settled(self) -> None:
+        committed = self.store.committed
+        self._unsettled = {t: g for t, g in self._unsettled.items() if g > committed} \
+            if not self.store.settled else {}
 
     def _wake(self, task_id: str, record: TaskRecord) -> None:
         for future in self._waiters.pop(task_id, []):

@@ -61,7 +61,7 @@ class MemoryLog:
     def __init__(self, db: sqlite3.Connection, write: Writer, flush: Callable[[], None]) -> None:
         self.db = db
         self.write = write
-        self.flush = flush  # the store's buffered task writes, run before reading tasks
+        self.flush = flush  # before any read: the store's buffered writes run, a commit under way lands
         columns = [row[1] for row in db.execute("PRAGMA table_info(memory_fts)")]
         if columns and "task_id" not in columns:  # an index from before ids and pools were searchable
             db.execute("DROP TABLE memory_fts")
@@ -124,6 +124,7 @@ class MemoryLog:
                            tags: list[str] | None) -> int:
         """Keep a conversation; a repeat of the same task's memory (same metadata.task_id) is dropped."""
         key = str(metadata["task_id"]) if metadata and metadata.get("task_id") else None
+        self.flush()
         if key is not None:
             row = self.db.execute("SELECT id FROM conversations WHERE dedup_key = ?", (key,)).fetchone()
             if row is not None:
@@ -139,6 +140,7 @@ class MemoryLog:
         match = fts_query(query)
         if match is None:
             return []
+        self.flush()
         sql = ("SELECT c.*, -bm25(conversations_fts) AS score FROM conversations_fts "
                "JOIN conversations c ON c.id = conversations_fts.rowid WHERE conversations_fts MATCH ?")
         params: list[Any] = [match]

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,9 @@ _COUNTER_COLUMN = {
 }
 
 COMMIT_DELAY = 0.005  # seconds unacknowledged bookkeeping may wait for its commit
+THREAD_BATCH = 16  # buffered task writes from which a group commit runs in the writer thread
+
+log = logging.getLogger("mahavishnu.pools")
 
 _TASK_COLUMNS = ("task_id", "pool_id", "task_type", "payload", "state", "worker_id", "created_at", "started_at",
                  "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries")
@@ -113,6 +118,9 @@ _MARK_FINISHED = ("UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, fi
                   "result = ?, summary = ?, error = ?, attempts = ?, pool_fault = ? WHERE task_id = ?")
 _COUNT = ("UPDATE pools SET completed = completed + ?, failed = failed + ?, cancelled = cancelled + ?, "
           "timed_out = timed_out + ?, duration_sum = duration_sum + ?, duration_n = duration_n + ? WHERE pool_id = ?")
+# Buffered task writes: inserts, starts, ends (by task id), pool counter deltas (by pool id).
+Buffered = tuple[list[tuple[Any, ...]], dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]],
+                 dict[str, list[float]]]
 _COUNTER_INDEX = {state: i for i, state in enumerate(_COUNTER_COLUMN)}
 
 
@@ -131,110 +139,224 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
-        self._in_tx = False
         self._loop = loop
+        # The commits a loop waits for run in this thread, so the event loop goes on meanwhile
+        # (SQLite lets go of the GIL while it writes); the loop thread uses the connection only
+        # when no such commit is under way (_sync), so it is never used by two threads at once.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="mahavishnu-store") if loop else None
+        self._in_tx = False  # the loop thread ran BEGIN: statements of the next commit ran already
+        self._pending = False  # writes (run or buffered) wait for a commit
+        self.generation = 1  # the commit that will hold the writes made now
+        self.committed = 0  # every commit up to this generation is done
         self._lazy: asyncio.TimerHandle | None = None  # the delayed commit of unacknowledged writes
         self._soon: asyncio.Handle | None = None  # the group commit someone waits for
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[None]] = []  # for the next commit
+        self._flight: Future[None] | None = None  # a commit running in the writer thread ...
+        self._flight_waiters: list[asyncio.Future[None]] = []  # ... who waits for it ...
+        self._flight_generation = 0  # ... and which generation it commits
+        self._again = False  # a commit was asked for while one ran: start it when that one lands
         self.commits = 0
         self.on_commit: list[Callable[[], None]] = []  # run after each commit (caches of what is unsettled)
-        # Buffered task writes of the open transaction (see the module doc), run by _flush().
+        # Buffered task writes of the next commit (see the module doc), run by _sync() or the commit.
         self._inserts: list[tuple[Any, ...]] = []
         self._running: dict[str, tuple[Any, ...]] = {}
         self._finished: dict[str, tuple[Any, ...]] = {}
         self._counts: dict[str, list[float]] = {}  # pool id -> [completed, failed, cancelled, timed_out, sum, n]
-        self.memory = MemoryLog(self._db, self._write, self._flush)
+        self.memory = MemoryLog(self._db, self._write, self._sync)
 
     # -- transactions -------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Before the loop thread runs a statement or a read: let a commit under way land, then
+        run the buffered task writes (in the open transaction), so reads see every write."""
+        if self._flight is not None:
+            self._land(self._flight)
+        if self._inserts or self._running or self._finished or self._counts:
+            self._begin()
+            self._run_buffered(self._take_buffered())
+
     def _begin(self) -> None:
         if not self._in_tx:
             self._db.execute("BEGIN")
             self._in_tx = True
-            if self._loop is not None:
-                self._lazy = self._loop.call_later(COMMIT_DELAY, self.commit)
+            self._mark_pending()
+
+    def _mark_pending(self) -> None:
+        self._pending = True
+        if self._loop is not None and self._lazy is None:
+            self._lazy = self._loop.call_later(COMMIT_DELAY, self._lazy_commit)
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        self._sync()  # buffered task writes first: statements run in the order they were made
         self._begin()
-        self._flush()  # buffered task writes first: statements run in the order they were made
         cur = self._db.execute(sql, params)
         if self._loop is None:
             self.commit()
         return cur
 
     def _buffered(self) -> None:
-        """A task write was buffered: it belongs to the open transaction (without a loop: commit now)."""
-        self._begin()
+        """A task write was buffered: it belongs to the next commit (without a loop: commit now)."""
+        self._mark_pending()
         if self._loop is None:
             self.commit()
 
-    def _flush(self) -> None:
-        """Run the buffered task writes, one executemany per kind, in the order a task goes through
-        them (insert, start, end); then the pools' counters."""
+    def _take_buffered(self) -> Buffered:
+        taken = (self._inserts, self._running, self._finished, self._counts)
+        self._inserts, self._running, self._finished, self._counts = [], {}, {}, {}
+        return taken
+
+    def _run_buffered(self, buffered: Buffered) -> None:
+        """One executemany per kind, in the order a task goes through them (insert, start, end);
+        then the pools' counters."""
+        inserts, running, finished, counts = buffered
         db = self._db
-        if self._inserts:
-            inserts, self._inserts = self._inserts, []
+        if inserts:
             db.executemany(_INSERT_TASK, inserts)
-        if self._running:
-            running, self._running = self._running, {}
+        if running:
             db.executemany(_MARK_RUNNING, running.values())
-        if self._finished:
-            finished, self._finished = self._finished, {}
+        if finished:
             db.executemany(_MARK_FINISHED, finished.values())
-        if self._counts:
-            counts, self._counts = self._counts, {}
+        if counts:
             db.executemany(_COUNT, [(*c, pool_id) for pool_id, c in counts.items()])
 
-    def commit(self) -> None:
-        """Commit the open transaction now and release everyone waiting on it."""
+    def _commit_work(self, buffered: Buffered, in_tx: bool) -> None:
+        """The writes of one generation, committed (in the writer thread, or the caller's)."""
+        try:
+            if not in_tx:
+                self._db.execute("BEGIN")
+            self._run_buffered(buffered)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _take_generation(self) -> tuple[Buffered, bool, int]:
+        """What the next commit holds; writes from now on belong to the one after it."""
         for handle in (self._lazy, self._soon):
             if handle is not None:
                 handle.cancel()
         self._lazy = self._soon = None
+        work = (self._take_buffered(), self._in_tx, self.generation)
+        self._in_tx = self._pending = False
+        self.generation += 1
+        return work
+
+    def commit(self) -> None:
+        """Commit everything written so far now, on this thread, and release everyone waiting."""
+        if self._flight is not None:
+            self._land(self._flight)
         waiters, self._waiters = self._waiters, []
+        if not self._pending:
+            for handle in (self._lazy, self._soon):
+                if handle is not None:
+                    handle.cancel()
+            self._lazy = self._soon = None
+            self._release(waiters, None)
+            return
+        buffered, in_tx, generation = self._take_generation()
+        try:
+            self._commit_work(buffered, in_tx)
+        except sqlite3.Error as exc:  # e.g. disk full: nothing of this batch may be acknowledged
+            self._release(waiters, exc)
+            if not waiters:
+                raise StoreFailure(f"the state database could not commit: {exc}") from exc
+            return
+        self._committed(generation)
+        self._release(waiters, None)
+
+    def _lazy_commit(self) -> None:
+        self._lazy = None
+        self._commit_soon()
+
+    def _group_commit(self) -> None:
+        self._soon = None
+        self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        """The group commit (timer or end of a loop iteration): in the writer thread, while the
+        loop goes on. One at a time; one asked for meanwhile starts when it lands."""
+        if self._writer is None:  # pragma: no cover - without a loop every write already committed
+            self.commit()
+            return
+        if self._flight is not None:
+            self._again = True
+            return
+        if len(self._inserts) + len(self._running) + len(self._finished) < THREAD_BATCH:
+            self.commit()  # a lone acknowledgement: the hand-over to a thread would cost more than it saves
+            return
+        waiters, self._waiters = self._waiters, []
+        buffered, in_tx, generation = self._take_generation()
+        flight = self._writer.submit(self._commit_work, buffered, in_tx)
+        self._flight, self._flight_waiters, self._flight_generation = flight, waiters, generation
+        loop = self._loop
+        assert loop is not None
+        flight.add_done_callback(lambda f: loop.call_soon_threadsafe(self._land, f))
+
+    def _land(self, flight: Future[None]) -> None:
+        """A commit of the writer thread ended (or the loop thread needs the connection: wait for it)."""
+        if self._flight is not flight:
+            return  # landed already
         error: BaseException | None = None
-        if self._in_tx:
-            self._in_tx = False
-            try:
-                self._flush()
-                self._db.execute("COMMIT")
-                self.commits += 1
-                for hook in self.on_commit:
-                    hook()
-            except sqlite3.Error as exc:  # e.g. disk full: nothing of this batch may be acknowledged
-                error = exc
-                self._inserts, self._running, self._finished, self._counts = [], {}, {}, {}
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+        try:
+            flight.result()
+        except Exception as exc:  # sqlite3.Error (disk full ...): nothing of it may be acknowledged
+            error = exc
+        waiters = self._flight_waiters
+        self._flight, self._flight_waiters = None, []
+        if error is None:
+            self._committed(self._flight_generation)
+        elif not waiters:
+            log.error("the state database could not commit: %s", error)
+        self._release(waiters, error)
+        if (self._again or self._waiters) and self._soon is None:
+            assert self._loop is not None
+            self._soon = self._loop.call_soon(self._group_commit)
+        self._again = False
+
+    def _committed(self, generation: int) -> None:
+        self.committed = generation
+        self.commits += 1
+        for hook in self.on_commit:
+            hook()
+
+    @staticmethod
+    def _release(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
         for waiter in waiters:
             if not waiter.done():
                 if error is None:
                     waiter.set_result(None)
                 else:
                     waiter.set_exception(StoreFailure(f"the state database could not commit: {error}"))
-        if error is not None and not waiters:
-            raise StoreFailure(f"the state database could not commit: {error}") from error
 
     @property
     def settled(self) -> bool:
         """True when no write is waiting for its commit."""
-        return not self._in_tx
+        return not self._pending and self._flight is None
 
-    async def durable(self) -> None:
-        """Return once every write made so far is committed. Concurrent callers share one commit
-        (group commit), run once this loop iteration's callbacks are done: under a stream of
-        callers each iteration's batch is one commit, so commits grow slower than throughput."""
-        if not self._in_tx:
+    async def durable(self, generation: int | None = None) -> None:
+        """Return once every write made so far is committed (given a `generation`: the writes made
+        while it was current). Concurrent callers share one commit (group commit), started once
+        this loop iteration's callbacks are done: under a stream of callers each iteration's batch
+        is one commit, so commits grow slower than throughput."""
+        if self.settled or (generation is not None and generation <= self.committed):
             return
         if self._loop is None:  # pragma: no cover - without a loop every write already committed
             self.commit()
             return
         waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        if self._soon is None:
-            # Not a timer: a wait under a millisecond is rounded up to one by the selector, and that
-            # was most of what a lone execute paid over a ping. Waiters that arrive together (their
-            # wake-ups run in one loop iteration) still share this commit.
-            self._soon = self._loop.call_soon(self.commit)
+        if not self._pending or (generation is not None and self._flight is not None
+                                 and generation <= self._flight_generation):
+            # all of it is in the commit under way
+            self._flight_waiters.append(waiter)
+        else:
+            self._waiters.append(waiter)
+            if self._soon is None and self._flight is None:
+                # Not a timer: a wait under a millisecond is rounded up to one by the selector, and that
+                # was most of what a lone execute paid over a ping. Waiters that arrive together (their
+                # wake-ups run in one loop iteration) still share this commit.
+                self._soon = self._loop.call_soon(self._group_commit)
+            elif self._flight is not None:
+                self._again = True
         await waiter
 
     @contextmanager
@@ -245,6 +367,8 @@ class Store:
 
     def close(self) -> None:
         self.commit()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
         self._db.close()
 
     # -- pools --------------------------------------------------------------------------
@@ -269,11 +393,11 @@ class Store:
                     (reason, time.time(), pool_id))
 
     def open_pools(self) -> list[sqlite3.Row]:
-        self._flush()
+        self._sync()
         return list(self._db.execute("SELECT * FROM pools WHERE closed_at IS NULL ORDER BY created_at"))
 
     def pool_row(self, pool_id: str) -> sqlite3.Row | None:
-        self._flush()
+        self._sync()
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM pools WHERE pool_id = ?", (pool_id,)).fetchone()
         return row
 
@@ -319,9 +443,14 @@ class Store:
         self._buffered()
         return 0 if result is None else len(result)
 
+    def pool_count(self) -> int:
+        """Pools ever registered here, closed ones too."""
+        self._sync()
+        return int(self._db.execute("SELECT count(*) FROM pools").fetchone()[0])
+
     def pool_totals(self) -> sqlite3.Row:
         """Every pool's counters summed (closed pools too: they are history)."""
-        self._flush()
+        self._sync()
         row: sqlite3.Row = self._db.execute(
             "SELECT sum(completed), sum(failed), sum(cancelled), sum(timed_out), sum(duration_sum), "
             "sum(duration_n) FROM pools").fetchone()
@@ -329,13 +458,13 @@ class Store:
 
     def task_ids_starting(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids that begin with `prefix` (a range on the primary key: hex digits sort below 'g')."""
-        self._flush()
+        self._sync()
         rows = self._db.execute("SELECT task_id FROM tasks WHERE task_id >= ? AND task_id < ? ORDER BY task_id "
                                 "LIMIT ?", (prefix, prefix + "g", limit)).fetchall()
         return [str(r[0]) for r in rows]
 
     def task_row(self, task_id: str) -> sqlite3.Row | None:
-        self._flush()
+        self._sync()
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row
 
@@ -345,7 +474,7 @@ class Store:
         ends on a character boundary. None when there is no such task."""
         if column not in ("result", "payload"):
             raise ValueError(column)
-        self._flush()
+        self._sync()
         row = self._db.execute("SELECT rowid FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         if row is None:
             return None
@@ -365,7 +494,7 @@ class Store:
         raise ValueError(f"task {task_id}'s {column} is not UTF-8 text at byte {offset}")
 
     def unfinished_tasks(self) -> list[sqlite3.Row]:
-        self._flush()
+        self._sync()
         return list(self._db.execute(
             # The planner would take tasks_state_created and sort; this index is already in order.
             "SELECT * FROM tasks INDEXED BY tasks_unfinished WHERE state IN ('queued', 'running') "
@@ -379,7 +508,7 @@ class Store:
                 where.append(f"{column} = ?")
                 params.append(value)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
-        self._flush()
+        self._sync()
         return list(self._db.execute(f"SELECT * FROM tasks {clause}ORDER BY created_at DESC LIMIT ?",
                                      (*params, limit)))
 
@@ -400,6 +529,7 @@ class Store:
                     (time.time(), kind, pool_id, task_id, json.dumps(data) if data else None))
 
     def events(self, limit: int = 100, pool_id: str | None = None) -> list[sqlite3.Row]:
+        self._sync()
         if pool_id:
             return list(self._db.execute(
                 "SELECT * FROM events WHERE pool_id = ? ORDER BY id DESC LIMIT ?", (pool_id, limit)))
@@ -407,4 +537,5 @@ class Store:
 
     def explain(self, sql: str, params: tuple[Any, ...] = ()) -> list[str]:
         """The query plan, for tests that keep hot queries on an index."""
+        self._sync()
         return [row[3] for row in self._db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]

@@ -14,7 +14,7 @@ from pools.errors import StoreFailure
 from pools.ids import new_task_id
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskRecord, TaskState
-from pools.store import Store
+from pools.store import THREAD_BATCH, Store
 from tests.conftest import make_settings
 
 
@@ -193,3 +193,53 @@ async def test_results_read_right_after_the_end_match_the_store(tmp_path: Path) 
             again = m.get_task(done.task_id)
             assert again == m._record_from_row(row_of(m.store, done.task_id))
             assert again is not done  # a copy: a caller's changes stay its own
+
+
+async def test_commits_in_the_writer_thread_acknowledge_only_what_they_hold(tmp_path: Path) -> None:
+    """Acks arrive while earlier commits are under way in the writer thread: each returns only
+    once its own write is committed (read by a second connection), reads in between see every
+    write made so far, and nothing is lost or committed twice."""
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    acked: list[str] = []
+
+    async def ack(r: TaskRecord) -> None:
+        store.insert_task(r)
+        assert row_of(store, r.task_id)["state"] == "queued"  # read back at once, commit or not
+        await store.durable()
+        assert committed(store.path, r.task_id)
+        acked.append(r.task_id)
+
+    waves = []
+    for _ in range(20):  # each wave's commit starts while the previous one may still run
+        waves.append(asyncio.ensure_future(asyncio.gather(*(ack(record("pool_000000000001")) for _ in range(25)))))
+        await asyncio.sleep(0)
+    await asyncio.gather(*waves)
+    assert len(acked) == 500 == len(set(acked))
+    db = sqlite3.connect(store.path)
+    try:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 500
+    finally:
+        db.close()
+    assert store.settled
+    store.close()
+
+
+async def test_an_outcome_is_durable_once_its_own_commit_lands(tmp_path: Path) -> None:
+    """durable(generation) waits for the commit holding that generation's writes, not later ones."""
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    batch = [record("pool_000000000001") for _ in range(THREAD_BATCH)]  # committed in the writer thread
+    for r in batch:
+        store.insert_task(r)
+    first = batch[-1]
+    generation = store.generation
+    flight = asyncio.ensure_future(store.durable())
+    while store.generation == generation:  # until the group commit of `first` has started
+        await asyncio.sleep(0)
+    later = record("pool_000000000001")
+    store.insert_task(later)  # the next generation
+    await store.durable(generation)
+    assert committed(store.path, first.task_id)
+    await flight
+    await store.durable()
+    assert committed(store.path, later.task_id) and store.settled
+    store.close()
