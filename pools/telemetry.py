@@ -135,6 +135,17 @@ class _LiveCollector(Collector):
         yield seconds
 
 
+@dataclass(slots=True)
+class _TaskSeries:
+    """What every task of one pool and task type updates, its labelled children looked up once."""
+
+    submitted: Any
+    duration: Any
+    queued: Any
+    tasks: dict[str, Any]  # by terminal state
+    errors: dict[str, Any]  # by error kind
+
+
 class Telemetry:
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and no panel reads them
@@ -161,6 +172,7 @@ class Telemetry:
         self._traced = False
         # Labelled children, looked up once: .labels() costs microseconds on the per-task path.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._series: dict[tuple[str, str], _TaskSeries] = {}  # by (pool id, task type)
         self._pool_name: Callable[[str], str] = lambda pool_id: pool_id
         self._pools: set[str] = set()
         self._task_types: set[str] = set()
@@ -202,6 +214,18 @@ class Telemetry:
         for status in TASK_STATUSES:
             self._child(self.tasks, pool, task_type, status)
 
+    def _task_series(self, pool_id: str, task_type: str) -> _TaskSeries:
+        series = self._series.get((pool_id, task_type))
+        if series is None:
+            pool = self._pool_name(pool_id)
+            if task_type not in self._task_types:
+                self.task_type_known(task_type)
+            series = self._series[(pool_id, task_type)] = _TaskSeries(
+                self._child(self.submitted, pool, task_type), self._child(self.duration, pool, task_type),
+                self._child(self.queued, pool), {s: self._child(self.tasks, pool, task_type, s) for s in TASK_STATUSES},
+                {k: self._child(self.errors, pool, k) for k in ERROR_KINDS})
+        return series
+
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
@@ -225,12 +249,10 @@ class Telemetry:
     # -- hooks the manager calls ------------------------------------------------------------
     def on_submitted(self, record: TaskRecord) -> dict[str, str]:
         """Count the task, open its span; returns the W3C trace carrier that travels with it."""
-        pool = self._pool_name(record.pool_id)
-        if record.task_type not in self._task_types:
-            self.task_type_known(record.task_type)
-        self._child(self.submitted, pool, record.task_type).inc()
+        self._task_series(record.pool_id, record.task_type).submitted.inc()
         if not self._tracing():
             return {}
+        pool = self._pool_name(record.pool_id)
         span = self.tracer.start_span(f"task {record.task_type}", kind=SpanKind.INTERNAL, attributes={
             "mahavishnu.task.id": record.task_id, "mahavishnu.task.type": record.task_type,
             "mahavishnu.pool.id": record.pool_id, "mahavishnu.pool.name": pool})
@@ -243,18 +265,18 @@ class Telemetry:
 
     def on_started(self, record: TaskRecord) -> None:
         if record.started_at is not None:
-            self._child(self.queued, self._pool_name(record.pool_id)).observe(
+            self._task_series(record.pool_id, record.task_type).queued.observe(
                 max(0.0, (record.started_at - record.created_at).total_seconds()))
 
     def on_finished(self, record: TaskRecord) -> None:
-        pool = self._pool_name(record.pool_id)
-        self._child(self.tasks, pool, record.task_type, record.state.value).inc()
+        series = self._task_series(record.pool_id, record.task_type)
+        series.tasks[record.state.value].inc()
         if record.duration_s is not None:
-            self._child(self.duration, pool, record.task_type).observe(record.duration_s)
+            series.duration.observe(record.duration_s)
         kind = "pool_fault" if record.pool_fault and record.state is not TaskState.COMPLETED else \
             _ERROR_KIND.get(record.state)
         if kind:
-            self._child(self.errors, pool, kind).inc()
+            series.errors[kind].inc()
         span = self._spans.pop(record.task_id, None)
         if span is not None:
             span.set_attribute("mahavishnu.task.status", record.state.value)
