@@ -764,6 +764,8 @@ class PoolManager:
         self.telemetry.on_finished(record)
         if state is not TaskState.COMPLETED:
             self._event(f"task_{state.value}", record.pool_id, task_id, {"error": record.summary})
+        if task_id in self._waiters:  # someone waits for this outcome: commit it before they wake
+            self.store.commit_soon()
         self._wake(task_id, record)
 
     async def _outcome_durable(self, task_id: str) -> None:

@@ -359,6 +359,14 @@ class Store:
                 self._again = True
         await waiter
 
+    def commit_soon(self) -> None:
+        """Commit first thing next loop iteration, without waiting: for an outcome someone waits
+        for, called before the waiter is woken, so the commit runs before it does and its
+        durable() returns at once (two loop iterations fewer than a commit it asks for). Every
+        outcome that arrives in this iteration shares the commit."""
+        if self._in_tx and self._soon is None and self._loop is not None:
+            self._soon = self._loop.call_soon(self.commit)
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group several writes and commit them together now."""

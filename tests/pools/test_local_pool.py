@@ -220,3 +220,18 @@ async def test_a_wait_that_runs_out_or_is_given_up_leaves_the_task_and_other_wai
     assert done.state is TaskState.COMPLETED and quitter.cancelled()
     assert task.task_id not in manager._waiters
     assert (await manager.wait(task.task_id, 5)).state is TaskState.COMPLETED  # a late wait: at once
+
+
+async def test_an_outcome_is_committed_when_its_waiter_gets_it(home: Path, manager: PoolManager) -> None:
+    import sqlite3
+
+    await manager.register(PoolConfig(name="c", min_workers=1, max_workers=1))
+    for i in range(20):  # as a waiting execute: the submit is not committed, the outcome's commit covers it
+        queued = await manager.submit("c", "echo", {"i": i}, durable=False)
+        done = await manager.wait(queued.task_id, 30)
+        db = sqlite3.connect(home / "mahavishnu.db")  # another connection sees only what is committed
+        try:
+            row = db.execute("SELECT state, result FROM tasks WHERE task_id = ?", (done.task_id,)).fetchone()
+        finally:
+            db.close()
+        assert row is not None and row[0] == "completed" and '"i":' + str(i) in row[1].replace(" ", "")
