@@ -364,8 +364,12 @@ class Store:
         for, called before the waiter is woken, so the commit runs before it does and its
         durable() returns at once (two loop iterations fewer than a commit it asks for). Every
         outcome that arrives in this iteration shares the commit."""
-        if self._in_tx and self._soon is None and self._loop is not None:
-            self._soon = self._loop.call_soon(self.commit)
+        if not self._pending or self._loop is None:
+            return
+        if self._flight is not None:
+            self._again = True  # the commit under way starts the next one when it lands
+        elif self._soon is None:
+            self._soon = self._loop.call_soon(self._group_commit)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
