@@ -91,6 +91,19 @@ def _server_cpu(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def _get(channel: Any, workers: list[Any]) -> Any:
+    """The next message from the client processes; fails at once if one of them died."""
+    import queue
+
+    while True:
+        try:
+            return channel.get(timeout=1)
+        except queue.Empty:
+            dead = [w for w in workers if w.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"client process exited with {dead[0].exitcode}") from None
+
+
 def load(url: str, pid: int, sessions: int, calls: int, procs: int, tool: str,
          validate: bool) -> tuple[float, list[float], float]:
     """(calls per second, latencies in ms, server CPU ms per call) of `sessions` sessions over
@@ -103,11 +116,11 @@ def load(url: str, pid: int, sessions: int, calls: int, procs: int, tool: str,
     for w in workers:
         w.start()
     for _ in workers:
-        ready.get(timeout=300)
+        _get(ready, workers)
     cpu = _server_cpu(pid)
     start = time.monotonic()
     go.set()
-    outcomes = [results.get(timeout=600) for _ in workers]
+    outcomes = [_get(results, workers) for _ in workers]
     cpu = _server_cpu(pid) - cpu
     for w in workers:
         w.join(60)
