@@ -30,6 +30,7 @@ class Job:
     attempts: int = 0
     trace: dict[str, str] = field(default_factory=dict)  # W3C trace carrier, continued where it runs
     group: str | None = None  # the shards of one distribution share it (a Kubernetes pool: one Indexed Job)
+    wire_size: int = 0  # bytes of its hand-over message (a local pool's budget of what a worker holds)
 
 
 @dataclass(slots=True)

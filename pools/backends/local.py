@@ -46,7 +46,11 @@ from pools.errors import PoolUnavailable
 from pools.models import PoolConfig, PoolStatus, TaskState, WorkerInfo
 
 SPAWN_READY_TIMEOUT = 30.0
-DEPTH = 8  # jobs a worker holds at once: the one it runs and the next ones, sent in one write
+DEPTH = 32  # jobs a worker holds at once: the one it runs and the next ones, sent in one write
+# ... and at most this much of their messages (a job to a worker that holds none may be larger): well
+# under a socket's send buffer, so a hand-over never blocks the event loop on a worker busy with a
+# long task (before this budget, eight large payloads behind one could).
+HOLD_BYTES = 64 << 10
 OWNER_ENV = "MAHAVISHNU_WORKER_OWNER"  # pid of the process that owns the pool
 USAGE_INTERVAL = 1.0  # seconds between psutil samples of a worker
 
@@ -297,17 +301,25 @@ class LocalBackend(JobQueue, PoolBackend):
         it is counted as started now and the worker does not announce it (one message less for
         a lone task)."""
         lone = not worker.jobs
+        room = HOLD_BYTES - sum(j.wire_size for j in worker.jobs)
         sent: list[Job] = []
         frames: list[bytes] = []
-        for job in jobs:
+        for i, job in enumerate(jobs):
             announce = not (lone and not sent)
             try:
-                frames.append(frame(pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob,
-                                                  announce), protocol=pickle.HIGHEST_PROTOCOL)))
-                sent.append(job)
+                data = frame(pickle.dumps((JOB, job.task_id, job.type_ref, job.payload, self._context_blob,
+                                           announce), protocol=pickle.HIGHEST_PROTOCOL))
             except Exception as exc:
                 self.sink.task_finished(job.task_id, TaskState.FAILED, None, f"payload cannot be sent: {exc}",
                                         None)
+                continue
+            if len(data) > room and (sent or worker.jobs):  # over budget: the rest waits in the queue
+                self._queue.extendleft(reversed(jobs[i:]))
+                break
+            job.wire_size = len(data)
+            room -= len(data)
+            frames.append(data)
+            sent.append(job)
         if not sent:
             return
         try:

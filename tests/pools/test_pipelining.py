@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pools.backends.local import HOLD_BYTES
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskState
 from tests.helpers.waiting import started_markers, wait_until
@@ -74,3 +75,19 @@ async def test_an_idle_worker_takes_a_job_held_behind_a_long_one(manager: PoolMa
     assert manager.get_task(long[0].task_id).state is TaskState.RUNNING
     gate.touch()
     assert (await manager.wait(long[0].task_id, 30)).state is TaskState.COMPLETED
+
+
+async def test_a_worker_is_handed_large_payloads_within_its_byte_budget(manager: PoolManager, gate: Path) -> None:
+    """Jobs are handed over ahead of time only up to HOLD_BYTES of messages: large payloads wait in
+    the pool's queue (still cancellable there, counted as queued) and run in order all the same."""
+    await manager.register(PoolConfig(name="p", min_workers=1, max_workers=1))
+    first = await manager.submit("p", "python", {"target": f"{HELPERS}:wait_for_file", "args": [str(gate)]})
+    big = [await manager.submit("p", "echo", {"n": i, "text": "x" * (HOLD_BYTES * 2 // 5)}) for i in range(6)]
+    await wait_until(lambda: bool(started_markers(gate)), what="the first job to run")
+    assert held(manager, "p") == [t.task_id for t in big[:2]]  # two fit in the budget, the rest wait
+    assert manager.get_pool("p").metrics.queue_size == 6
+    gate.touch()
+    assert (await manager.wait(first.task_id, 30)).state is TaskState.COMPLETED
+    for i, task in enumerate(big):
+        done = await manager.wait(task.task_id, 30)
+        assert done.state is TaskState.COMPLETED and done.result["echo"]["n"] == i
