@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pools.backends.local import HOLD_BYTES
 from pools.manager import PoolManager
-from pools.models import PoolConfig, TaskState
+from pools.models import PoolConfig, TaskOptions, TaskState
 from tests.helpers.waiting import started_markers, wait_until
 
 HELPERS = "tests.helpers.tasks"
@@ -91,3 +91,17 @@ async def test_a_worker_is_handed_large_payloads_within_its_byte_budget(manager:
     for i, task in enumerate(big):
         done = await manager.wait(task.task_id, 30)
         assert done.state is TaskState.COMPLETED and done.result["echo"]["n"] == i
+
+
+async def test_each_held_job_keeps_its_own_timeout(manager: PoolManager, gate: Path) -> None:
+    """A worker has one timer, moved from job to job: a short timeout held behind a job with a long
+    one still fires, and the job behind it is unharmed."""
+    await manager.register(PoolConfig(name="p", min_workers=1, max_workers=1))
+    quick = await manager.submit("p", "echo", {"i": 1}, TaskOptions(timeout=3600))
+    stuck = await manager.submit("p", "python", {"target": f"{HELPERS}:wait_for_file", "args": [str(gate)]},
+                                 TaskOptions(timeout=0.5))
+    after = await manager.submit("p", "echo", {"i": 2}, TaskOptions(timeout=60))
+    assert (await manager.wait(quick.task_id, 30)).state is TaskState.COMPLETED
+    timed_out = await manager.wait(stuck.task_id, 30)
+    assert timed_out.state is TaskState.TIMED_OUT and "timed out after 0.5s" in (timed_out.error or "")
+    assert (await manager.wait(after.task_id, 30)).state is TaskState.COMPLETED  # on the replacement worker
