@@ -72,7 +72,8 @@ log = logging.getLogger("mahavishnu.pools")
 EventListener = Callable[[dict[str, Any]], None]
 
 # Finished records kept in memory, so that a wait or a status read right after the end (a client
-# collecting results) needs no read back from the store; only small results, so it stays small.
+# collecting results) needs no read back from the store; only small payloads and results (as JSON
+# text), so it stays small.
 RECENT_RECORDS = 1024
 RECENT_RESULT_CHARS = 4096
 
@@ -134,6 +135,7 @@ class PoolManager:
         self._pools: dict[str, _Pool] = {}
         self._live: dict[str, TaskRecord] = {}
         self._recent: dict[str, TaskRecord] = {}  # finished, oldest first (RECENT_RECORDS)
+        self._large: set[str] = set()  # live tasks whose payload is too large to keep in _recent
         self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
         self._unsettled: dict[str, int] = {}  # task -> the store generation that commits its outcome
         self._maintenance: asyncio.TimerHandle | None = None
@@ -412,6 +414,8 @@ class PoolManager:
                 else:
                     record.state, record.error = TaskState.QUEUED, None
                     self._live[record.task_id] = record
+                    if len(row["payload"]) > RECENT_RESULT_CHARS:
+                        self._large.add(record.task_id)
                     self.store.mark_queued(record.task_id, record.pool_id)
                     self._event("task_reconciled", record.pool_id, record.task_id, {
                         "outcome": "requeued",
@@ -618,6 +622,8 @@ class PoolManager:
             state=TaskState.QUEUED, created_at=_now(), timeout=options.timeout, retries=options.retries)
         self.store.insert_task(record, payload_text)
         self._live[record.task_id] = record
+        if len(payload_text) > RECENT_RESULT_CHARS:
+            self._large.add(record.task_id)
         carrier = self.telemetry.on_submitted(record)
         try:
             backend.submit(Job(record.task_id, task_type, self.task_types.refs[task_type], clean, options.timeout,
@@ -755,7 +761,10 @@ class PoolManager:
                       worker_id=worker_id or record.worker_id, finished_at=finished_at, summary=summary,
                       duration_s=None if started_at is None else
                       round((finished_at - started_at).total_seconds(), 6))
-        if self.store.mark_finished(record) <= RECENT_RESULT_CHARS:
+        large = task_id in self._large
+        if large:
+            self._large.discard(task_id)
+        if self.store.mark_finished(record) <= RECENT_RESULT_CHARS and not large:
             recent = self._recent
             recent[task_id] = record
             if len(recent) > RECENT_RECORDS:

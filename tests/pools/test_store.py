@@ -193,6 +193,12 @@ async def test_results_read_right_after_the_end_match_the_store(tmp_path: Path) 
             again = m.get_task(done.task_id)
             assert again == m._record_from_row(row_of(m.store, done.task_id))
             assert again is not done  # a copy: a caller's changes stay its own
+        big_payload = await m.execute("p", "python", {"target": "tests.helpers.tasks:append_line",
+                                                      "args": [str(tmp_path / "out"), "y" * 10_000]})
+        assert big_payload.state is TaskState.COMPLETED and m.get_task(big_payload.task_id) == big_payload
+        assert small.task_id in m._recent  # large payloads or results are read back from the store
+        assert large.task_id not in m._recent and big_payload.task_id not in m._recent
+        assert not m._large  # nothing kept about tasks that ended
 
 
 async def test_commits_in_the_writer_thread_acknowledge_only_what_they_hold(tmp_path: Path) -> None:
