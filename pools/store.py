@@ -114,6 +114,17 @@ _TASK_COLUMNS = ("task_id", "pool_id", "task_type", "payload", "state", "worker_
                  "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries")
 _INSERT_TASK = f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})"
 _MARK_RUNNING = "UPDATE tasks SET state = 'running', worker_id = ?, started_at = ?, attempts = ? WHERE task_id = ?"
+# Many rows per statement: the writer thread takes the GIL back once per statement, not once per
+# row (executemany lets go of it around each row's step, and each time it wants it back it may
+# wait for the busy event loop's switch interval). Full chunks of CHUNK rows; the rest row by row.
+CHUNK = 32
+_INSERT_TASKS = (f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES "
+                 + ", ".join([f"({', '.join('?' * len(_TASK_COLUMNS))})"] * CHUNK))
+_MARK_FINISHED_MANY = (  # VALUES columns are column1..column11, in _MARK_FINISHED's parameter order
+    "UPDATE tasks SET state = v.column1, worker_id = v.column2, started_at = v.column3, finished_at = v.column4, "
+    "duration = v.column5, result = v.column6, summary = v.column7, error = v.column8, attempts = v.column9, "
+    "pool_fault = v.column10 FROM (VALUES " + ", ".join([f"({', '.join('?' * 11)})"] * CHUNK)
+    + ") AS v WHERE tasks.task_id = v.column11")
 _MARK_FINISHED = ("UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, finished_at = ?, duration = ?, "
                   "result = ?, summary = ?, error = ?, attempts = ?, pool_fault = ? WHERE task_id = ?")
 _COUNT = ("UPDATE pools SET completed = completed + ?, failed = failed + ?, cancelled = cancelled + ?, "
@@ -122,6 +133,15 @@ _COUNT = ("UPDATE pools SET completed = completed + ?, failed = failed + ?, canc
 Buffered = tuple[list[tuple[Any, ...]], dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]],
                  dict[str, list[float]]]
 _COUNTER_INDEX = {state: i for i, state in enumerate(_COUNTER_COLUMN)}
+
+
+def _in_chunks(db: sqlite3.Connection, chunk_sql: str, row_sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows (unique by task id) in statements of CHUNK rows, the rest with executemany."""
+    full = len(rows) - len(rows) % CHUNK
+    for start in range(0, full, CHUNK):
+        db.execute(chunk_sql, [value for row in rows[start:start + CHUNK] for value in row])
+    if full < len(rows):
+        db.executemany(row_sql, rows[full:])
 
 
 def _ts(value: Any) -> float | None:
@@ -205,16 +225,16 @@ class Store:
         return taken
 
     def _run_buffered(self, buffered: Buffered) -> None:
-        """One executemany per kind, in the order a task goes through them (insert, start, end);
-        then the pools' counters."""
+        """Kind by kind, in the order a task goes through them (insert, start, end); then the
+        pools' counters."""
         inserts, running, finished, counts = buffered
         db = self._db
         if inserts:
-            db.executemany(_INSERT_TASK, inserts)
+            _in_chunks(db, _INSERT_TASKS, _INSERT_TASK, inserts)
         if running:
             db.executemany(_MARK_RUNNING, running.values())
         if finished:
-            db.executemany(_MARK_FINISHED, finished.values())
+            _in_chunks(db, _MARK_FINISHED_MANY, _MARK_FINISHED, list(finished.values()))
         if counts:
             db.executemany(_COUNT, [(*c, pool_id) for pool_id, c in counts.items()])
 

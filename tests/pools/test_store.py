@@ -14,7 +14,7 @@ from pools.errors import StoreFailure
 from pools.ids import new_task_id
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskRecord, TaskState
-from pools.store import THREAD_BATCH, Store
+from pools.store import CHUNK, THREAD_BATCH, Store
 from tests.conftest import make_settings
 
 
@@ -248,4 +248,38 @@ async def test_an_outcome_is_durable_once_its_own_commit_lands(tmp_path: Path) -
     await flight
     await store.durable()
     assert committed(store.path, later.task_id) and store.settled
+    store.close()
+
+
+async def test_many_task_writes_in_one_commit_are_stored_row_for_row(tmp_path: Path) -> None:
+    """A commit of more than CHUNK inserts and ends (several statements of many rows each, and the
+    rest row by row) stores every row with its own values."""
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    store.insert_pool("pool_000000000001", "p", {}, "running", time.time())
+    records = [record("pool_000000000001") for _ in range(2 * CHUNK + 5)]
+    for r in records:
+        store.insert_task(r)
+    await store.durable()
+    states = [TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT]
+    for i, r in enumerate(records[:-3]):  # the last three stay queued
+        r.state, r.worker_id, r.attempts = states[i % 4], f"worker_{i}", i
+        r.started_at = r.finished_at = datetime.now(UTC)
+        r.duration_s, r.result, r.error = float(i), {"i": i}, None if i % 4 == 0 else f"error {i}"
+        store.mark_finished(r)
+    await store.durable()
+    db = sqlite3.connect(store.path)
+    try:
+        got = {row[0]: row[1:] for row in db.execute(
+            "SELECT task_id, state, worker_id, attempts, duration, result, error, payload FROM tasks")}
+        counts = db.execute("SELECT completed, failed, cancelled, timed_out FROM pools").fetchone()
+    finally:
+        db.close()
+    assert len(got) == len(records)
+    for i, r in enumerate(records[:-3]):
+        assert got[r.task_id] == (states[i % 4].value, f"worker_{i}", i, float(i), f'{{"i":{i}}}',
+                                  None if i % 4 == 0 else f"error {i}", "{}")
+    for r in records[-3:]:
+        assert got[r.task_id][:3] == ("queued", None, 0)
+    n = len(records) - 3
+    assert counts == tuple(sum(1 for i in range(n) if i % 4 == k) for k in range(4))
     store.close()
