@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def scratch_dir() -> Path:
+    """A private temporary directory for one measurement, removed when the benchmark exits."""
+    path = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def report(title: str, ours_name: str, ours: list[float], base_name: str, base: list[float],

@@ -23,12 +23,10 @@ import argparse
 import asyncio
 import multiprocessing
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import ROOT
+from _common import ROOT, scratch_dir
 
 sys.path.insert(0, str(ROOT))
 from tests.helpers.server import running_server, write_settings  # noqa: E402
@@ -137,7 +135,7 @@ def main() -> None:
     parser.add_argument("--sdk-validation", action="store_true",
                         help="let the SDK client re-check every result against the tool's output schema")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    home = scratch_dir()
     write_settings(home, enabled=("echo",), extra="")
     totals: dict[int, float] = {}
     ratios: dict[int, float] = {}

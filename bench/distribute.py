@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import report
+from _common import report, scratch_dir
 
 from tests.helpers.server import running_server
 
@@ -73,7 +72,7 @@ def main() -> None:
                         help="let the SDK client re-check the result against the tool's output schema")
     args = parser.parse_args()
     base, chunked, mine = [], [], []
-    with server(Path(tempfile.mkdtemp(prefix="mahavishnu-bench-")) / "home") as (url, _):
+    with server(scratch_dir() / "home") as (url, _):
         async def register() -> None:
             from mcp import Client
 

@@ -17,12 +17,10 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import ROOT  # noqa: F401 - puts the project on sys.path
+from _common import ROOT, scratch_dir  # noqa: F401 - ROOT puts the project on sys.path
 
 from pools.manager import PoolManager
 from pools.models import PoolConfig, PoolType, TaskOptions, TaskState
@@ -37,7 +35,7 @@ def pool_config(kube: FakeKube, jobs: int) -> PoolConfig:
 
 
 async def measure(jobs: int, window: float) -> dict[str, float]:
-    home = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    home = scratch_dir()
     gate = home / "gate"
     kube = FakeKube(token="bench")
     kube.start()

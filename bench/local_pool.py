@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
-from _common import report
+from _common import report, scratch_dir
 
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskState
@@ -40,7 +38,7 @@ def baseline(n: int) -> float:
 
 
 async def ours(n: int) -> float:
-    home = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    home = scratch_dir()
     async with PoolManager(Settings.load(home, default_pool=False)) as manager:
         await manager.register(PoolConfig(name="bench", min_workers=2, max_workers=2))
         for i in range(50):

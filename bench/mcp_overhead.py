@@ -20,11 +20,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from _common import ROOT
+from _common import ROOT, scratch_dir
 
 sys.path.insert(0, str(ROOT))
 from tests.helpers.server import cli_env, running_server  # noqa: E402
@@ -71,7 +69,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--cold-runs", type=int, default=7)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    home = scratch_dir()
     env = cli_env(home)
     mahavishnu = [sys.executable, str(ROOT / "cli.py")]
     with running_server(home) as (url, _):

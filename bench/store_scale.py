@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-from _common import ROOT  # noqa: F401 - puts the project on sys.path
+from _common import ROOT, scratch_dir  # noqa: F401 - ROOT puts the project on sys.path
 
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskState
@@ -47,7 +45,7 @@ def timed_ms(fn: object, repeat: int = 20) -> float:
 
 
 async def measure(n: int) -> dict[str, float]:
-    home = Path(tempfile.mkdtemp(prefix="mahavishnu-bench-"))
+    home = scratch_dir()
     async with PoolManager(Settings.load(home, default_pool=False)) as m:
         pool = await m.register(PoolConfig(name="big", min_workers=1, max_workers=1))
         fill(m, pool.pool_id, n)

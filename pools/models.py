@@ -225,7 +225,7 @@ class TaskRecord(Model):
         and none of model_construct's walk over every field (the per-task hot path). Fields not
         given take their defaults."""
         record = cls.__new__(cls)
-        object.__setattr__(record, "__dict__", {**_RECORD_DEFAULTS, **values})
+        object.__setattr__(record, "__dict__", {**_RECORD_TEMPLATE, **values})
         object.__setattr__(record, "__pydantic_fields_set__", set(values))
         object.__setattr__(record, "__pydantic_extra__", None)
         object.__setattr__(record, "__pydantic_private__", None)
@@ -237,7 +237,10 @@ class TaskRecord(Model):
         self.__pydantic_fields_set__.update(changes)
 
 
-_RECORD_DEFAULTS = {name: field.default for name, field in TaskRecord.model_fields.items() if not field.is_required()}
+# Every field in declaration order (a merge keeps the template's key order, so a record's JSON lists
+# its fields as the schema does); the required ones are always among the values `trusted` is given.
+_RECORD_TEMPLATE = {name: None if field.is_required() else field.default
+                    for name, field in TaskRecord.model_fields.items()}
 
 
 class PoolHealth(Model):

@@ -283,3 +283,12 @@ async def test_many_task_writes_in_one_commit_are_stored_row_for_row(tmp_path: P
     n = len(records) - 3
     assert counts == tuple(sum(1 for i in range(n) if i % 4 == k) for k in range(4))
     store.close()
+
+
+def test_a_trusted_record_lists_its_fields_in_schema_order() -> None:
+    """Records built on the hot path serialize like validated ones: same keys, same order."""
+    values = {"worker_id": "worker_1", "task_id": new_task_id(), "pool_id": "pool_000000000000",
+              "task_type": "echo", "payload": {"x": 1}, "state": TaskState.RUNNING, "created_at": datetime.now(UTC)}
+    trusted = TaskRecord.trusted(**values)
+    assert list(trusted.model_dump()) == list(TaskRecord.model_fields)
+    assert trusted.model_dump_json() == TaskRecord.model_validate(values).model_dump_json()
