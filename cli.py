@@ -246,6 +246,9 @@ def common_parameters(spec: ToolSpec) -> list[inspect.Parameter]:
 COMMON = {"format", "url", "token", "refresh", "output", "wide"}
 
 
+ID_FIELDS = {"task_id", "pool"}  # fields that take an id as a narrow table shows it (`task_1a2b3c4d…`)
+
+
 def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
     """Command-line values -> validated tool arguments (exit 2 naming the option when wrong)."""
     args: dict[str, Any] = {}
@@ -259,7 +262,7 @@ def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
             except json.JSONDecodeError as exc:
                 raise CliError(f"{option_name(name)} is not valid JSON ({exc.msg} at position {exc.pos}): "
                                f"{value[:80]!r}", EXIT_USAGE) from exc
-        if isinstance(value, str) and value.endswith("…"):
+        if name in ID_FIELDS and isinstance(value, str) and value.endswith("…"):
             value = value[:-1]  # an id pasted from a narrow table: its shown part is a prefix
         args[name] = value.value if isinstance(value, Enum) else value
     try:
