@@ -31,11 +31,7 @@ class Channel:
         return self.sock.fileno()
 
     def send(self, message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.sock.sendall(HEADER.pack(len(data)) + data)
-
-    def send_bytes(self, data: bytes) -> None:
-        self.sock.sendall(HEADER.pack(len(data)) + data)
+        self.sock.sendall(frame(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def pull(self, block: bool) -> None:
         """Move what has arrived into `messages`; with `block`, wait until at least one is there.

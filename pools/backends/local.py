@@ -68,8 +68,7 @@ def describe_exit(returncode: int | None) -> str:
 
 class _Worker:
     __slots__ = ("worker_id", "proc", "conn", "state", "jobs", "running", "tasks_done", "idle_since", "timer",
-                 "deadline",
-                 "ps", "started", "usage", "pid", "gone", "recalled")
+                 "deadline", "ps", "started", "usage", "pid", "gone", "recalled")
 
     def __init__(self, worker_id: str, proc: subprocess.Popen[bytes], conn: Channel) -> None:
         self.worker_id = worker_id
