@@ -114,21 +114,26 @@ class Credentials:
                                    f"{', '.join(cred.endpoints) or 'no endpoint'} (the operator binds it with "
                                    "`endpoints:` in settings.yaml)", field=field)
             return self._read(name, cred, field)
+        bound = self._bound_to(url)
+        return None if bound is None else self._read(*bound, field)
+
+    def _bound_to(self, url: str) -> tuple[str, Credential] | None:
+        """The credential bound to `url` by the longest prefix (the first by name on a tie)."""
         best: tuple[int, str, Credential] | None = None
         for cname, cred in sorted(self._declared.items()):
             for prefix in cred.endpoints:
                 if url_under(url, prefix) and (best is None or len(prefix) > best[0]):
                     best = (len(prefix), cname, cred)
-        return None if best is None else self._read(best[1], best[2], field)
+        return None if best is None else (best[1], best[2])
 
     def ca_for_endpoint(self, url: str, name: str | None = None) -> str | None:
         """The CA bundle of the credential `for_endpoint` picks for `url`, if it names one."""
         if name is not None:
             cred = self._declared.get(name)
-            return str(cred.ca_file) if cred is not None and cred.ca_file else None
-        best = max(((len(p), cred) for cred in self._declared.values() for p in cred.endpoints if url_under(url, p)),
-                   key=lambda pair: pair[0], default=None)
-        return str(best[1].ca_file) if best is not None and best[1].ca_file else None
+        else:
+            bound = self._bound_to(url)
+            cred = None if bound is None else bound[1]
+        return str(cred.ca_file) if cred is not None and cred.ca_file else None
 
     def for_context(self, context: str, name: str, *, field: str = "credential") -> str:
         cred = self._get(name, field)
