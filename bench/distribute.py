@@ -3,6 +3,12 @@ server subprocess, vs ProcessPoolExecutor(2).map of the same items (default chun
 also a chunked map, the fairer baseline since we batch items into shards). Every shard is a
 stored task (payload and result), committed before the call returns.
 
+A second baseline is the floor the MCP SDK itself sets: bench/bare_mcp_server.py, a server of
+the same SDK and transport whose one tool takes the same arguments and hands the items back in
+the same shape, with no workers, store or checks of ours, called by the same client the same
+way. ours/bare says how much of the call is ours; bare/chunked says how far 1.0x is below what
+one such MCP call costs at all.
+
     python bench/distribute.py [--items 20000] [--runs 3] [--sdk-validation]
 
 The client skips the SDK's re-check of the result against the tool's output schema, as the
@@ -14,7 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,7 +49,27 @@ def baseline(n: int, chunksize: int = 1) -> float:
     return rate
 
 
+@contextmanager
+def bare_server() -> Iterator[str]:
+    """bench/bare_mcp_server.py as its own subprocess; yields its URL."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_mcp_server.py"))],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = next((m.group(1) for line in proc.stdout if (m := re.search(r"serving at (\S+)", line))), None)
+        assert url is not None, f"the bare MCP server did not start (exit {proc.wait(10)})"
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 async def ours(n: int, url: str, validate: bool) -> float:
+    """One pools_distribute call of n items (after a small warm-up call); items per second."""
     from mcp import Client
 
     async def trust(name: str, result: object) -> None:
@@ -55,6 +86,7 @@ async def ours(n: int, url: str, validate: bool) -> float:
     assert not result.is_error, result.content
     data = result.structured_content
     assert data["failed"] == 0 and data["result"]["count"] == n and len(data["pools"]) == 2
+    assert data["result"]["echo"]["items"][-1] == n - 1
     return rate
 
 
@@ -71,8 +103,8 @@ def main() -> None:
     parser.add_argument("--sdk-validation", action="store_true",
                         help="let the SDK client re-check the result against the tool's output schema")
     args = parser.parse_args()
-    base, chunked, mine = [], [], []
-    with server(scratch_dir() / "home") as (url, _):
+    base, chunked, mine, floor = [], [], [], []
+    with server(scratch_dir() / "home") as (url, _), bare_server() as bare_url:
         async def register() -> None:
             from mcp import Client
 
@@ -86,6 +118,7 @@ def main() -> None:
             base.append(baseline(args.items))
             chunked.append(baseline(args.items, chunksize=max(1, args.items // 8)))
             mine.append(asyncio.run(ours(args.items, url, args.sdk_validation)))
+            floor.append(asyncio.run(ours(args.items, bare_url, args.sdk_validation)))
     check = "on" if args.sdk_validation else "off"
     report(f"map_reduce of {args.items} trivial items, 2 workers (median of {args.runs} runs; SDK output-schema "
            f"re-check {check})", "pools_distribute map_reduce (1 MCP call)", mine, "ProcessPoolExecutor(2).map", base,
@@ -93,6 +126,10 @@ def main() -> None:
     ratio = report("  same, against a chunked map (chunksize items/8)", "pools_distribute map_reduce", mine,
                    "ProcessPoolExecutor(2).map chunked", chunked, unit="items/s")
     print(f"  target >= 1.0x the chunked map: {'met' if ratio >= 1.0 else 'NOT met'}")
+    report("  same, against the bare MCP floor (bench/bare_mcp_server.py: same SDK and transport, echoes the items)",
+           "pools_distribute map_reduce", mine, "bare MCP tool", floor, unit="items/s")
+    report("  the floor itself, against the chunked map", "bare MCP tool", floor,
+           "ProcessPoolExecutor(2).map chunked", chunked, unit="items/s")
 
 
 if __name__ == "__main__":
