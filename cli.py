@@ -4,7 +4,9 @@ Every `mahavishnu pools <command>` is generated from the server's tool registry
 (mcp_server/registry.py): its options, types, defaults and help are the tool's input
 model. A command speaks MCP to, in order: --url / MAHAVISHNU_URL; a server this user
 started on the same state directory (its server.json); else a server embedded in this
-process. The MCP SDK is imported only when a command really calls a tool.
+process. The MCP SDK is imported only when a command really calls a tool, and a command's
+options are made only when that command is asked for (see ToolGroup): `--help` imports no
+tool model, `pools list` builds one command, not twenty.
 
 Exit codes: 0 success, 1 the task or operation failed, 2 bad usage or input,
 3 server unreachable.
@@ -12,23 +14,29 @@ Exit codes: 0 success, 1 the task or operation failed, 2 bad usage or input,
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import sys
 import types
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 import typer
-from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
+import typer.main
+from typer.core import TyperGroup
+from typer.models import TyperInfo
 
 from cli_words import cli_words, explain
-from mcp_server.registry import BY_NAME, TOOLS, ToolSpec
 
 if TYPE_CHECKING:
+    import click
+    from pydantic.fields import FieldInfo
+
+    from mcp_server.registry import ToolSpec
     from pools.peer_client import PeerReply
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -39,7 +47,90 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: rendering it with rich costs ~0.1 s of start-up
     help="Mahavishnu Pools: run tasks on pools of workers through one MCP server.",
 )
-pools_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+
+
+class ToolGroup(TyperGroup):
+    """`pools` (and its sub-groups): one command per registry tool, each made into a click command
+    only when it is asked for. Building every command's options from its input model at start-up
+    imported every tool model and cost every invocation ~30 ms for the twenty commands it did not run."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = ToolCommands("")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # the names, without building every command as items() would
+
+
+class ToolCommands(MutableMapping[str, "click.Command"]):
+    """The commands of one tool group by name (registry order, then sub-groups), built on first use."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix  # "" for `pools`, "memory " for `pools memory`
+        self.built: dict[str, click.Command] = {}
+
+    def _names(self) -> list[str]:
+        leaves, groups = [], []
+        for spec in tools():
+            if spec.command.startswith(self.prefix):
+                group, _, name = spec.command[len(self.prefix):].rpartition(" ")
+                if not group:
+                    leaves.append(name)
+                elif group.split(" ")[0] not in groups:
+                    groups.append(group.split(" ")[0])
+        return leaves + groups + [n for n in self.built if n not in leaves and n not in groups]
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.built:
+            if name not in self._names():
+                raise KeyError(name)
+            self.built[name] = self._build(name)
+        return self.built[name]
+
+    def _build(self, name: str) -> click.Command:
+        spec = by_command().get(self.prefix + name)
+        if spec is None:  # a sub-group, made as `add_typer` would
+            sub = typer.Typer(cls=ToolGroup, no_args_is_help=True, rich_markup_mode=None,
+                              help=GROUP_HELP.get(name, f"{name} commands."))
+            group = typer.main.get_group_from_info(
+                TyperInfo(sub, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
+                suggest_commands=app.suggest_commands, rich_markup_mode=None)
+            group.commands = ToolCommands(f"{self.prefix}{name} ")
+            return group
+        holder = typer.Typer()  # the command as `@group.command(name=..., help=...)` would register it
+        holder.command(name=name, help=words(spec, spec.cli_description or spec.description))(make_command(spec))
+        return typer.main.get_command_from_info(holder.registered_commands[0],
+                                                pretty_exceptions_short=app.pretty_exceptions_short,
+                                                rich_markup_mode=None)
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.built or name in self._names()
+
+
+def tools() -> tuple[ToolSpec, ...]:
+    from mcp_server.registry import TOOLS
+
+    return TOOLS
+
+
+@functools.cache
+def by_command() -> dict[str, ToolSpec]:
+    return {spec.command: spec for spec in tools()}
+
+
+pools_app = typer.Typer(cls=ToolGroup, no_args_is_help=True, rich_markup_mode=None,
                         help="Manage pools and run tasks. Each command is one MCP tool.")
 app.add_typer(pools_app, name="pools")
 app.add_typer(pools_app, name="pool", hidden=True)  # the user docs also say `mahavishnu pool ...`
@@ -82,8 +173,23 @@ def find_target(url: str | None, token: str | None) -> Target:
     return Target("embedded")
 
 
+def import_http_without_trio() -> None:
+    """Import the SDK's HTTP stack (httpcore2) without trio. httpcore2 imports trio whenever it is
+    installed, to run under a trio event loop too: ~40 ms of a cold start, and this process runs asyncio."""
+    if "trio" in sys.modules:
+        return
+    sys.modules["trio"] = None  # type: ignore[assignment]  # makes `import trio` raise ImportError
+    try:
+        import httpcore2  # noqa: F401
+    except ImportError:  # an SDK without httpcore2: nothing to spare
+        pass
+    finally:
+        del sys.modules["trio"]
+
+
 async def call_tool(target: Target, name: str, args: dict[str, Any], progress: Any = None,
                     read_timeout: float | None = None) -> PeerReply:
+    import_http_without_trio()
     from mcp import Client
 
     from pools.peer_client import follow_links, read_reply
@@ -165,12 +271,14 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-COMMANDS = {name: spec.command for name, spec in BY_NAME.items()}
+@functools.cache
+def commands_by_tool() -> dict[str, str]:
+    return {spec.name: spec.command for spec in tools()}
 
 
 def words(spec: ToolSpec, text: str) -> str:
     """A tool's description or error, told in this command's options."""
-    return cli_words(text, spec.input_model.model_fields, COMMANDS)
+    return cli_words(text, spec.input_model.model_fields, commands_by_tool())
 
 
 def _one_of(where: str, choices: list[str]) -> Any:
@@ -251,6 +359,8 @@ ID_FIELDS = {"task_id", "pool"}  # fields that take an id as a narrow table show
 
 def build_arguments(spec: ToolSpec, values: dict[str, Any]) -> dict[str, Any]:
     """Command-line values -> validated tool arguments (exit 2 naming the option when wrong)."""
+    from pydantic import BaseModel, ValidationError
+
     args: dict[str, Any] = {}
     for name, info in spec.input_model.model_fields.items():
         value = values.get(name)
@@ -431,24 +541,6 @@ def watch(target: Target, args: dict[str, Any], renderer: Any, refresh: float) -
 
 
 GROUP_HELP = {"memory": "Pool memory: sync task history to a Session-Buddy, search it across pools."}
-
-
-def register_commands() -> None:
-    """One command per tool; a command name with a space ("memory sync") lives in a sub-group."""
-    groups: dict[str, typer.Typer] = {}
-    for spec in TOOLS:
-        group, _, name = spec.command.rpartition(" ")
-        target = pools_app
-        if group:
-            if group not in groups:
-                groups[group] = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                                            help=GROUP_HELP.get(group, f"{group} commands."))
-                pools_app.add_typer(groups[group], name=group)
-            target = groups[group]
-        target.command(name=name, help=words(spec, spec.cli_description or spec.description))(make_command(spec))
-
-
-register_commands()
 
 
 # -- the server --------------------------------------------------------------------------------
