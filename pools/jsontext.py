@@ -19,3 +19,11 @@ def dumps(value: Any) -> str:
         return to_json(value, fallback=repr).decode()
     except (PydanticSerializationError, ValueError, TypeError):  # e.g. bytes that are not UTF-8
         return json.dumps(value, default=repr, ensure_ascii=False)
+
+
+def size(value: Any) -> int:
+    """Bytes of `dumps(value)` as UTF-8, without making the text."""
+    try:
+        return len(to_json(value, fallback=repr))
+    except (PydanticSerializationError, ValueError, TypeError):
+        return len(json.dumps(value, default=repr, ensure_ascii=False).encode())
