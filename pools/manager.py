@@ -137,6 +137,7 @@ class PoolManager:
         self._recent: dict[str, TaskRecord] = {}  # finished, oldest first (RECENT_RECORDS)
         self._large: set[str] = set()  # live tasks whose payload is too large to keep in _recent
         self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
+        self._quiet_waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}  # wait(durable=False)
         self._unsettled: dict[str, int] = {}  # task -> the store generation that commits its outcome
         self._maintenance: asyncio.TimerHandle | None = None
         self.listeners: list[EventListener] = []
@@ -635,16 +636,20 @@ class PoolManager:
             await self.store.durable()
         return record
 
-    async def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
-        """The task once it has finished (its outcome committed), or as it stands when `timeout` runs out."""
+    async def wait(self, task_id: str, timeout: float | None = None, *, durable: bool = True) -> TaskRecord:
+        """The task once it has finished (its outcome committed), or as it stands when `timeout` runs out.
+        `durable=False`: the outcome may not be committed yet; the caller awaits store.durable()
+        before it shows it (a distribution commits its shards' outcomes once, not one by one)."""
         record = self._live.get(task_id)
         if record is None:
-            await self._outcome_durable(task_id)
+            if durable:
+                await self._outcome_durable(task_id)
             # As a waiter woken at the end gets it: the record itself (get_task hands out copies).
             return self._recent.get(task_id) or self.get_task(task_id)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[TaskRecord | None] = loop.create_future()
-        self._waiters.setdefault(task_id, []).append(future)
+        by_task = self._waiters if durable else self._quiet_waiters
+        by_task.setdefault(task_id, []).append(future)
         # The future is this caller's own, so the timeout can end it (with None) and the caller
         # awaits it directly: woken one loop iteration sooner than through asyncio.wait, with no
         # task or set made per wait; a caller that gives up cancels only its own future.
@@ -654,14 +659,15 @@ class PoolManager:
         finally:
             if timer is not None:
                 timer.cancel()
-            waiters = self._waiters.get(task_id)
+            waiters = by_task.get(task_id)
             if waiters and future in waiters:
                 waiters.remove(future)
                 if not waiters:
-                    del self._waiters[task_id]
+                    del by_task[task_id]
         if record is None:
             return self.get_task(task_id)
-        await self._outcome_durable(task_id)
+        if durable:
+            await self._outcome_durable(task_id)
         return record
 
     async def execute(self, pool_ref: str, task_type: str, payload: dict[str, Any],
@@ -789,7 +795,7 @@ class PoolManager:
             if not self.store.settled else {}
 
     def _wake(self, task_id: str, record: TaskRecord) -> None:
-        for future in self._waiters.pop(task_id, []):
+        for future in (*self._waiters.pop(task_id, ()), *self._quiet_waiters.pop(task_id, ())):
             if not future.done():
                 future.set_result(record)
 

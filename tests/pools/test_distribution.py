@@ -224,7 +224,7 @@ async def test_map_reduce_keeps_item_order_and_every_shard_is_committed_when_it_
     assert all(listed[i].state is TaskState.COMPLETED for i in ids)
 
 
-async def test_a_failed_shard_is_reported_and_the_rest_reduced(gated: PoolManager, gate: Path) -> None:
+async def test_a_failed_shard_is_reported_and_the_rest_reduced(home: Path, gated: PoolManager, gate: Path) -> None:
     await gated.register(PoolConfig(name="a", min_workers=1, max_workers=1))
     await gated.register(PoolConfig(name="b", min_workers=1, max_workers=1))
     gate.touch()
@@ -234,6 +234,10 @@ async def test_a_failed_shard_is_reported_and_the_rest_reduced(gated: PoolManage
     failed = [s for s in out.shards if s.state is not TaskState.COMPLETED]
     assert len(failed) == 1 and (out.failed, out.successful, out.retried) == (1, out.total - 1, 0)
     assert failed[0].state is TaskState.FAILED and "negative item" in (failed[0].error or "")
+    stored = committed_tasks(home, [s.task_id for s in out.shards if s.task_id])  # the failure is committed too
+    assert len(stored) == out.total
+    assert {task_id: state for task_id, (state, _, _) in stored.items()} == {
+        s.task_id: ("failed" if s is failed[0] else "completed") for s in out.shards}
     assert failed[0].task_id and gated.get_task(failed[0].task_id).state is TaskState.FAILED
     kept = [i for s in out.shards if s is not failed[0]
             for i in gated.get_task(s.task_id).payload["items"]]  # type: ignore[arg-type]

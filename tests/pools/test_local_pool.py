@@ -235,3 +235,33 @@ async def test_an_outcome_is_committed_when_its_waiter_gets_it(home: Path, manag
         finally:
             db.close()
         assert row is not None and row[0] == "completed" and '"i":' + str(i) in row[1].replace(" ", "")
+
+
+async def test_a_wait_that_leaves_the_commit_to_its_caller(home: Path, manager: PoolManager, gate: Path) -> None:
+    """wait(durable=False), as a distribution waits for its shards: the outcome comes back at once,
+    store.durable() commits it, and a quiet waiter that runs out or gives up leaves nothing behind."""
+    import asyncio
+    import sqlite3
+
+    await manager.register(PoolConfig(name="q", min_workers=1, max_workers=1))
+    slow = await manager.submit("q", "python", {"target": f"{HELPERS}:wait_for_file", "args": [str(gate)]})
+    assert (await manager.wait(slow.task_id, 0.01, durable=False)).state in (TaskState.QUEUED, TaskState.RUNNING)
+    quitter = asyncio.ensure_future(manager.wait(slow.task_id, 60, durable=False))
+    waiter = asyncio.ensure_future(manager.wait(slow.task_id, 60, durable=False))
+    await wait_until(lambda: len(manager._quiet_waiters.get(slow.task_id, [])) == 2, what="both quiet waiters")
+    quitter.cancel()
+    await wait_until(lambda: len(manager._quiet_waiters.get(slow.task_id, [])) == 1, what="the quitter to leave")
+    gate.touch()
+    assert (await asyncio.wait_for(waiter, 60)).state is TaskState.COMPLETED
+    assert slow.task_id not in manager._quiet_waiters and slow.task_id not in manager._waiters
+    for i in range(10):
+        queued = await manager.submit("q", "echo", {"i": i}, durable=False)
+        done = await manager.wait(queued.task_id, 30, durable=False)
+        assert done.state is TaskState.COMPLETED and done.result == {"echo": {"i": i}, "count": 1}
+        await manager.store.durable()
+        db = sqlite3.connect(home / "mahavishnu.db")  # another connection sees only what is committed
+        try:
+            row = db.execute("SELECT state, result FROM tasks WHERE task_id = ?", (done.task_id,)).fetchone()
+        finally:
+            db.close()
+        assert row is not None and row[0] == "completed" and '"i":' + str(i) in row[1]
