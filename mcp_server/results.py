@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from pools import jsontext
 from pools.models import Link
 from pools.store import Store
@@ -111,10 +113,13 @@ def _candidates(node: Any, found: list[_Candidate]) -> None:
             _candidates(value, found)
 
 
-def shape(data: dict[str, Any], limit: int, blobs: Blobs) -> tuple[dict[str, Any], list[Link], str | None]:
+def shape(data: dict[str, Any], limit: int, blobs: Blobs,
+          text: str | None = None) -> tuple[dict[str, Any], list[Link], str | None]:
     """Move the largest values out of `data` (in place) until it fits in `limit` bytes (of its
-    compact UTF-8 JSON). Returns the data, the links, and the JSON text when nothing moved."""
-    text = jsontext.dumps(data)
+    compact UTF-8 JSON, `text` if the caller has it). Returns the data, the links, and the JSON
+    text when nothing moved."""
+    if text is None:
+        text = jsontext.dumps(data)
     total = len(text.encode())
     if total <= limit:
         return data, [], text
@@ -126,7 +131,8 @@ def shape(data: dict[str, Any], limit: int, blobs: Blobs) -> tuple[dict[str, Any
             break
         value = c.holder[c.field]
         if c.task_id is None:
-            uri = URI_TEMPLATE_DISTRIBUTION.format(distribution_id=blobs.put(json.dumps(value)))
+            # (a value may be as the model held it, a set or a datetime: in JSON form first)
+            uri = URI_TEMPLATE_DISTRIBUTION.format(distribution_id=blobs.put(json.dumps(to_jsonable_python(value))))
         else:
             uri = URI_TEMPLATE_TASK.format(task_id=c.task_id, field=c.field)
         link = Link(uri=uri, size=c.size)

@@ -15,6 +15,7 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.types import CallToolResult, ResourceLink, ResourceTemplate, TextContent, ToolAnnotations
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_json
 
 from mcp_server import __version__, results
 from mcp_server.registry import TOOLS, ToolSpec
@@ -94,8 +95,15 @@ class PoolsServer(ModelToolServer):
         self.manager.set_client_roots(paths)
 
     def shape(self, spec: ModelTool, output: BaseModel) -> CallToolResult:
-        data, links, text = results.shape(output.model_dump(mode="json", by_alias=True),
-                                          self.manager.settings.inline_result_max_bytes, self.blobs)
+        # A task's result or a map_reduce's reduced result goes on as the model holds it, not as a
+        # JSON-mode copy (the SDK makes its own when it sends the answer). The size check encodes it
+        # strictly: what pydantic-core cannot encode is dumped the usual way (and fails the usual way).
+        data = jsontext.dump(output, by_alias=True)
+        try:
+            text: str | None = to_json(data).decode()
+        except (PydanticSerializationError, ValueError, TypeError):
+            data, text = output.model_dump(mode="json", by_alias=True), None
+        data, links, text = results.shape(data, self.manager.settings.inline_result_max_bytes, self.blobs, text)
         if text is None:  # values moved behind links: the rest is small
             text = jsontext.dumps(data)
         if len(text) > results.TEXT_COPY_MAX:  # not twice: the structured content has it all

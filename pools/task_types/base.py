@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pools import jsontext
 from pools.errors import InvalidInput, describe_validation_error
 from pools.file_roots import FileRoots
 
@@ -61,7 +62,9 @@ class TaskType:
         except ValidationError as exc:
             message, field = describe_validation_error(exc, prefix="payload")
             raise InvalidInput(f"bad payload for task type {cls.name!r}: {message}", field=field) from exc
-        return model.model_dump(mode="json", exclude_none=True)
+        # Free-form fields (echo's items) as validated, not walked again for a JSON-mode copy:
+        # a tool's arguments are JSON already (pools.jsontext.dump).
+        return jsontext.dump(model, exclude_none=True)
 
     def file_inputs(self, payload: dict[str, Any]) -> list[tuple[str, str]]:
         """(field, path) for every path in the payload that `run` reads on the worker's disk. The
