@@ -12,7 +12,9 @@ transaction; when that transaction commits is the durability contract:
 The per-task writes (a new task, its start, its end, the pool's counters) are buffered
 and run as one executemany per kind when the transaction commits, or before any other
 statement or read on this connection, so they stay in order and every read sees them. A
-task that starts and ends within one transaction is written once, with its end.
+task that starts and ends within one transaction is written once, with its end; one that
+is new in that transaction is inserted as it stands at the commit (one row written, and
+each index touched once, instead of an insert and then an update).
 
 Anything acknowledged to a caller (a task id, a result) is awaited with `durable()`
 first, so a process crash loses nothing acknowledged: a committed WAL transaction is
@@ -111,7 +113,11 @@ THREAD_BATCH = 16  # buffered task writes from which a group commit runs in the 
 log = logging.getLogger("mahavishnu.pools")
 
 _TASK_COLUMNS = ("task_id", "pool_id", "task_type", "payload", "state", "worker_id", "created_at", "started_at",
-                 "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries")
+                 "finished_at", "duration", "result", "summary", "error", "timeout", "attempts", "retries",
+                 "pool_fault")
+# Where a buffered insert keeps what a start or an end in the same transaction sets.
+_STATE, _WORKER, _STARTED, _FINISHED, _DURATION, _RESULT, _SUMMARY, _ERROR, _ATTEMPTS, _FAULT = (
+    4, 5, 7, 8, 9, 10, 11, 12, 14, 16)
 _INSERT_TASK = f"INSERT INTO tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({', '.join('?' * len(_TASK_COLUMNS))})"
 _MARK_RUNNING = "UPDATE tasks SET state = 'running', worker_id = ?, started_at = ?, attempts = ? WHERE task_id = ?"
 # Many rows per statement: the writer thread takes the GIL back once per statement, not once per
@@ -130,12 +136,12 @@ _MARK_FINISHED = ("UPDATE tasks SET state = ?, worker_id = ?, started_at = ?, fi
 _COUNT = ("UPDATE pools SET completed = completed + ?, failed = failed + ?, cancelled = cancelled + ?, "
           "timed_out = timed_out + ?, duration_sum = duration_sum + ?, duration_n = duration_n + ? WHERE pool_id = ?")
 # Buffered task writes: inserts, starts, ends (by task id), pool counter deltas (by pool id).
-Buffered = tuple[list[tuple[Any, ...]], dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]],
+Buffered = tuple[list[list[Any]], dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]],
                  dict[str, list[float]]]
 _COUNTER_INDEX = {state: i for i, state in enumerate(_COUNTER_COLUMN)}
 
 
-def _in_chunks(db: sqlite3.Connection, chunk_sql: str, row_sql: str, rows: list[tuple[Any, ...]]) -> None:
+def _in_chunks(db: sqlite3.Connection, chunk_sql: str, row_sql: str, rows: list[Any]) -> None:
     """Rows (unique by task id) in statements of CHUNK rows, the rest with executemany."""
     full = len(rows) - len(rows) % CHUNK
     for start in range(0, full, CHUNK):
@@ -178,7 +184,8 @@ class Store:
         self.commits = 0
         self.on_commit: list[Callable[[], None]] = []  # run after each commit (caches of what is unsettled)
         # Buffered task writes of the next commit (see the module doc), run by _sync() or the commit.
-        self._inserts: list[tuple[Any, ...]] = []
+        self._inserts: list[list[Any]] = []  # new rows, as they stand (a start or an end updates them)
+        self._inserted: dict[str, list[Any]] = {}  # ... by task id
         self._running: dict[str, tuple[Any, ...]] = {}
         self._finished: dict[str, tuple[Any, ...]] = {}
         self._counts: dict[str, list[float]] = {}  # pool id -> [completed, failed, cancelled, timed_out, sum, n]
@@ -222,6 +229,7 @@ class Store:
     def _take_buffered(self) -> Buffered:
         taken = (self._inserts, self._running, self._finished, self._counts)
         self._inserts, self._running, self._finished, self._counts = [], {}, {}, {}
+        self._inserted = {}
         return taken
 
     def _run_buffered(self, buffered: Buffered) -> None:
@@ -436,15 +444,21 @@ class Store:
     # -- tasks --------------------------------------------------------------------------
     def insert_task(self, task: TaskRecord, payload_text: str | None = None) -> None:
         """`payload_text`: jsontext.dumps(task.payload), when the caller has it already."""
-        self._inserts.append(
-            (task.task_id, task.pool_id, task.task_type,
-             jsontext.dumps(task.payload) if payload_text is None else payload_text, task.state.value,
-             task.worker_id, task.created_at.timestamp(), _ts(task.started_at), _ts(task.finished_at),
-             task.duration_s, None, None, None, task.timeout, task.attempts, task.retries))
+        row = [
+            task.task_id, task.pool_id, task.task_type,
+            jsontext.dumps(task.payload) if payload_text is None else payload_text, task.state.value,
+            task.worker_id, task.created_at.timestamp(), _ts(task.started_at), _ts(task.finished_at),
+            task.duration_s, None, None, None, task.timeout, task.attempts, task.retries, int(task.pool_fault)]
+        self._inserts.append(row)  # (an id inserted twice stays twice: the commit fails, as it must)
+        self._inserted[task.task_id] = row
         self._buffered()
 
     def mark_running(self, task_id: str, worker_id: str, started_at: float, attempts: int) -> None:
-        self._running[task_id] = (worker_id, started_at, attempts, task_id)
+        row = self._inserted.get(task_id)
+        if row is not None:  # new in this transaction: it is inserted running
+            row[_STATE], row[_WORKER], row[_STARTED], row[_ATTEMPTS] = "running", worker_id, started_at, attempts
+        else:
+            self._running[task_id] = (worker_id, started_at, attempts, task_id)
         self._buffered()
 
     def mark_queued(self, task_id: str, pool_id: str) -> None:
@@ -462,9 +476,14 @@ class Store:
         result = None if task.result is None else jsontext.dumps(task.result)
         task_id = task.task_id
         self._running.pop(task_id, None)  # this write sets everything the start would have
-        self._finished[task_id] = (
-            task.state.value, task.worker_id, _ts(task.started_at), _ts(task.finished_at), task.duration_s,
-            result, task.summary, task.error, task.attempts, int(task.pool_fault), task_id)
+        ended = (task.state.value, task.worker_id, _ts(task.started_at), _ts(task.finished_at), task.duration_s,
+                 result, task.summary, task.error, task.attempts, int(task.pool_fault))
+        row = self._inserted.get(task_id)
+        if row is not None:  # new in this transaction: it is inserted as it ended
+            (row[_STATE], row[_WORKER], row[_STARTED], row[_FINISHED], row[_DURATION], row[_RESULT], row[_SUMMARY],
+             row[_ERROR], row[_ATTEMPTS], row[_FAULT]) = ended
+        else:
+            self._finished[task_id] = (*ended, task_id)
         counts = self._counts.get(task.pool_id)
         if counts is None:
             counts = self._counts[task.pool_id] = [0, 0, 0, 0, 0.0, 0]

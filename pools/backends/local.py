@@ -225,11 +225,21 @@ class LocalBackend(JobQueue, PoolBackend):
         self._held = True
 
     def submit(self, job: Job) -> None:
-        """Queue it; the hand-over to a worker happens once this loop iteration's other work is
-        done, so a burst of submits becomes one write per worker and no submit waits on a send."""
+        """A worker that holds nothing takes the job now, when nothing waits before it (a lone
+        task starts while its caller still sets up the wait). Otherwise it is queued, and the
+        hand-over happens once this loop iteration's other work is done, so a burst of submits
+        becomes one write per worker."""
         if self._closed:
             raise PoolUnavailable(f"pool {self.config.name!r} is closed")
-        self._queue.append(job)
+        idle = None if self._queue or self._held else \
+            next((w for w in self._workers.values() if w.state == "idle" and not w.jobs), None)
+        if idle is None:
+            self._queue.append(job)
+        else:
+            self._dispatch(idle, [job])
+            if not self._queue:
+                return
+            # else the worker is dying and the job went back to the queue: the pump hands it on
         if not self._pump_scheduled:
             self._pump_scheduled = True
             assert self._loop is not None

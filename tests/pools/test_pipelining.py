@@ -105,3 +105,20 @@ async def test_each_held_job_keeps_its_own_timeout(manager: PoolManager, gate: P
     timed_out = await manager.wait(stuck.task_id, 30)
     assert timed_out.state is TaskState.TIMED_OUT and "timed out after 0.5s" in (timed_out.error or "")
     assert (await manager.wait(after.task_id, 30)).state is TaskState.COMPLETED  # on the replacement worker
+
+
+async def test_a_lone_task_goes_to_an_idle_worker_before_submit_returns(manager: PoolManager, gate: Path) -> None:
+    """Nothing queued and a worker holding nothing: the hand-over is part of submit (the task runs
+    while its caller sets up the wait); with a job waiting already, a new one queues behind it."""
+    await manager.register(PoolConfig(name="p", min_workers=1, max_workers=1))
+    await wait_until(lambda: manager.get_pool("p").workers == 1, what="the worker to start")
+    # durable=False: no await inside submit, so no loop iteration could have handed it over instead
+    first = await manager.submit("p", "python", {"target": f"{HELPERS}:wait_for_file", "args": [str(gate)]},
+                                 durable=False)
+    assert first.state is TaskState.RUNNING and first.worker_id is not None and first.attempts == 1
+    second = await manager.submit("p", "echo", {"i": 2}, durable=False)
+    assert second.state is TaskState.QUEUED  # the worker holds a job: this one goes through the queue
+    await wait_until(lambda: held(manager, "p") == [second.task_id], what="the worker to hold the second job")
+    gate.touch()
+    assert (await manager.wait(first.task_id, 30)).state is TaskState.COMPLETED
+    assert (await manager.wait(second.task_id, 30)).state is TaskState.COMPLETED

@@ -167,6 +167,46 @@ async def test_buffered_task_writes_are_read_back_and_committed_in_order(tmp_pat
     store.close()
 
 
+async def test_a_task_new_in_the_transaction_is_inserted_as_it_stands(tmp_path: Path) -> None:
+    """A start or an end of a task inserted in the same transaction goes into its insert: the
+    commit writes each such row once (no UPDATE of tasks), with every value of its last state."""
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    store.insert_pool("pool_000000000001", "p", {}, "running", time.time())
+    await store.durable()
+    ran, done, failed, waiting = (record("pool_000000000001") for _ in range(4))
+    for r in (ran, done, failed, waiting):
+        store.insert_task(r)
+    now = datetime.now(UTC)
+    for r in (ran, done, failed):
+        store.mark_running(r.task_id, "worker_7", now.timestamp(), 2)
+    done.state, done.worker_id, done.started_at, done.finished_at = TaskState.COMPLETED, "worker_7", now, now
+    done.attempts, done.duration_s, done.result, done.summary = 2, 0.25, {"ok": [1, "é"]}, "fine"
+    store.mark_finished(done)
+    failed.state, failed.worker_id, failed.started_at, failed.finished_at = TaskState.FAILED, "worker_7", now, now
+    failed.attempts, failed.error, failed.pool_fault = 2, "its worker died", True
+    store.mark_finished(failed)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    await store.durable()
+    store._db.set_trace_callback(None)
+    assert not [s for s in statements if s.startswith("UPDATE tasks")], statements
+    db = sqlite3.connect(store.path)
+    try:
+        got = {row[0]: row[1:] for row in db.execute(
+            "SELECT task_id, state, worker_id, started_at, finished_at, attempts, duration, result, summary, "
+            "error, pool_fault FROM tasks")}
+        counts = db.execute("SELECT completed, failed, duration_sum, duration_n FROM pools").fetchone()
+    finally:
+        db.close()
+    ts = now.timestamp()
+    assert got[ran.task_id] == ("running", "worker_7", ts, None, 2, None, None, None, None, 0)
+    assert got[done.task_id] == ("completed", "worker_7", ts, ts, 2, 0.25, '{"ok":[1,"é"]}', "fine", None, 0)
+    assert got[failed.task_id] == ("failed", "worker_7", ts, ts, 2, None, None, None, "its worker died", 1)
+    assert got[waiting.task_id] == ("queued", None, None, None, 0, None, None, None, None, 0)
+    assert counts == (1, 1, 0.25, 1)
+    store.close()
+
+
 async def test_a_failed_commit_acknowledges_nothing_of_its_buffer(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
     first = record("pool_000000000001")
