@@ -10,6 +10,13 @@ re-check, as the `mahavishnu` CLI calls (the server's own cost).
 
 Targets: execute adds <= 0.5 ms at p50 over ping (issue 16; issue 3 had 1 ms);
 `mahavishnu pools list` <= 1.3x `python -c "import mcp"`; `mahavishnu --help` < 0.3 s.
+
+The cold starts run `mahavishnu` as its console script does (`from cli import main`), against the
+server above, and every command starts from cached bytecode, as an installed CLI does: pip compiled
+the SDK's at install, and ours is written on the first run (into a scratch PYTHONPYCACHEPREFIX, so
+an environment with PYTHONDONTWRITEBYTECODE does not recompile our modules, and only ours, on every
+run; nor does a stale __pycache__ in the checkout count). `python cli.py` would also compile cli.py
+itself each time (a script is never cached): the last line measures that too.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from _common import ROOT, scratch_dir
 
@@ -64,14 +72,22 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
+def cold_env(home: Path) -> dict[str, str]:
+    """The CLI's environment with bytecode cached in a scratch directory (see the module docstring)."""
+    env = {k: v for k, v in cli_env(home).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(scratch_dir())
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--cold-runs", type=int, default=7)
     args = parser.parse_args()
     home = scratch_dir()
-    env = cli_env(home)
-    mahavishnu = [sys.executable, str(ROOT / "cli.py")]
+    env = cold_env(home)
+    mahavishnu = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())"]  # the console script
+    script = [sys.executable, str(ROOT / "cli.py")]
     with running_server(home) as (url, _):
         print(f"MCP over HTTP on 127.0.0.1, {args.calls} calls each (ms)")
         for validate, client in ((True, "SDK client, output-schema re-check on (default)"),
@@ -84,18 +100,22 @@ def main() -> None:
             print(f"  execute adds {added:.2f} ms at p50 over ping "
                   f"(ratio {statistics.median(execute) / statistics.median(ping):.2f}x); target <= 0.5 ms: "
                   f"{'met' if added <= 0.5 else 'NOT met'}")
-        cold_import, cold_list, cold_help = [], [], []
-        timed(mahavishnu + ["pools", "list"], env)  # first run writes nothing we reuse; warm the page cache
+        cold_import, cold_list, cold_help, cold_script = [], [], [], []
+        for argv in ([sys.executable, "-c", "import mcp"], mahavishnu + ["pools", "list"], mahavishnu + ["--help"]):
+            timed(argv, env)  # writes the bytecode cache, warms the page cache
         for _ in range(args.cold_runs):
             cold_import.append(timed([sys.executable, "-c", "import mcp"], env))
             cold_list.append(timed(mahavishnu + ["pools", "list"], env))
             cold_help.append(timed(mahavishnu + ["--help"], env))
+            cold_script.append(timed(script + ["pools", "list"], env))
     mi, ml, mh = statistics.median(cold_import), statistics.median(cold_list), statistics.median(cold_help)
+    ms = statistics.median(cold_script)
     print(f"Cold start, median of {args.cold_runs} (s)")
     print(f"  python -c 'import mcp'        {mi:.3f}")
     print(f"  mahavishnu pools list         {ml:.3f}   ratio {ml / mi:.2f}x; target <= 1.3x: "
           f"{'met' if ml / mi <= 1.3 else 'NOT met'}")
     print(f"  mahavishnu --help             {mh:.3f}   target < 0.3 s: {'met' if mh < 0.3 else 'NOT met'}")
+    print(f"  python cli.py pools list      {ms:.3f}   ratio {ms / mi:.2f}x (compiles cli.py on every run)")
     print(f"  (cpu count {os.cpu_count()})")
 
 
