@@ -83,6 +83,16 @@ def check_result_size(result: Any, limit: int | None) -> None:
                          "max_result_bytes); return less, or write it to a file and return the path")
 
 
+def batch_policy() -> None:
+    """Run as SCHED_BATCH (Linux): the same CPU share, but a worker woken by a job does not preempt
+    the server that just sent it, which goes on to send the next worker its job and then sleeps.
+    Otherwise, on a busy 2-core machine, each send could hand the server's CPU to that worker
+    until its task ended, so the workers of a distribution ran one after the other (about 1 ms
+    of a 20,000-item map_reduce call of 18 ms). Tasks are batch work; what they start inherits it."""
+    with contextlib.suppress(AttributeError, OSError):  # not on this platform: the default policy
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def serve(conn: Channel, *, sweep_after_task: bool) -> None:
     from pools.task_types import RunContext, load_ref
 
@@ -201,6 +211,7 @@ def exit_like(status: int) -> None:
 
 def main() -> None:
     fd, owner_pid = int(sys.argv[1]), int(sys.argv[2])
+    batch_policy()
     # Ctrl-C in a terminal reaches the whole foreground group; the owner decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     kernel = reaping.die_with_parent(signal.SIGTERM) and reaping.become_subreaper()

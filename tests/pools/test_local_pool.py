@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -265,3 +266,11 @@ async def test_a_wait_that_leaves_the_commit_to_its_caller(home: Path, manager: 
         finally:
             db.close()
         assert row is not None and row[0] == "completed" and '"i":' + str(i) in row[1]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+async def test_workers_run_as_batch_work(manager: PoolManager) -> None:
+    """A worker woken by a job must not preempt the server that sent it (worker_process.batch_policy)."""
+    await manager.register(PoolConfig(name="b", min_workers=1, max_workers=1))
+    done = await manager.execute("b", "python", {"target": "os:sched_getscheduler", "args": [0]})
+    assert done.state is TaskState.COMPLETED and done.result == {"value": os.SCHED_BATCH}
