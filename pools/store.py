@@ -16,6 +16,12 @@ task that starts and ends within one transaction is written once, with its end; 
 is new in that transaction is inserted as it stands at the commit (one row written, and
 each index touched once, instead of an insert and then an update).
 
+With a loop, SQLite's automatic checkpoint (copying the WAL back into the database and
+syncing both, every ~1,000 pages) is off on this connection: it ran inside whichever commit
+crossed the line, a stall of the event loop of many milliseconds. A thread of its own with a
+connection of its own checkpoints instead (PASSIVE: writers go on meanwhile) once the WAL
+has grown past the same size.
+
 Anything acknowledged to a caller (a task id, a result) is awaited with `durable()`
 first, so a process crash loses nothing acknowledged: a committed WAL transaction is
 in the operating system's hands. With `synchronous=NORMAL` the WAL is fsynced at
@@ -109,6 +115,8 @@ _COUNTER_COLUMN = {
 
 COMMIT_DELAY = 0.005  # seconds unacknowledged bookkeeping may wait for its commit
 THREAD_BATCH = 16  # buffered task writes from which a group commit runs in the writer thread
+CHECKPOINT_BYTES = 4 << 20  # WAL size from which the checkpoint thread copies it back (SQLite's default)
+CHECKPOINT_CHECK_EVERY = 16  # commits between looks at the WAL's size
 
 log = logging.getLogger("mahavishnu.pools")
 
@@ -154,6 +162,51 @@ def _ts(value: Any) -> float | None:
     return None if value is None else value.timestamp()
 
 
+class Checkpointer:
+    """Copies the WAL back into the database in a thread of its own, on a connection of its own,
+    when the WAL has grown past CHECKPOINT_BYTES (PASSIVE: it never waits for nor blocks a
+    writer; SQLite lets go of the GIL while it copies and syncs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.wal = path.with_name(path.name + "-wal")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="mahavishnu-checkpoint")
+        self._db: sqlite3.Connection | None = None  # opened in the thread, on its first checkpoint
+        self._running: Future[None] | None = None
+        self.checkpoints = 0
+
+    def check(self) -> None:
+        """On the loop: start a checkpoint if the WAL is large and none is under way."""
+        if self._running is not None and not self._running.done():
+            return
+        try:
+            if self.wal.stat().st_size < CHECKPOINT_BYTES:
+                return
+        except FileNotFoundError:
+            return
+        self._running = self._thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._db is None:
+                self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
+        except sqlite3.Error as exc:  # the next look tries again; the WAL only grows meanwhile
+            log.warning("checkpoint of the state database failed: %s", exc)
+
+    def close(self) -> None:
+        """Wait for a checkpoint under way and close the connection (the store's own close then
+        checkpoints what is left, as the last connection)."""
+        def close_db() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        self._thread.submit(close_db)
+        self._thread.shutdown(wait=True)
+
+
 class Store:
     def __init__(self, path: Path, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Without a loop every write commits at once (tools, tests); with one, see the module doc."""
@@ -170,6 +223,10 @@ class Store:
         # (SQLite lets go of the GIL while it writes); the loop thread uses the connection only
         # when no such commit is under way (_sync), so it is never used by two threads at once.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mahavishnu-store") if loop else None
+        self._checkpointer: Checkpointer | None = None
+        if loop is not None:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = Checkpointer(path)
         self._in_tx = False  # the loop thread ran BEGIN: statements of the next commit ran already
         self._pending = False  # writes (run or buffered) wait for a commit
         self.generation = 1  # the commit that will hold the writes made now
@@ -344,6 +401,8 @@ class Store:
     def _committed(self, generation: int) -> None:
         self.committed = generation
         self.commits += 1
+        if self._checkpointer is not None and self.commits % CHECKPOINT_CHECK_EVERY == 0:
+            self._checkpointer.check()
         for hook in self.on_commit:
             hook()
 
@@ -409,6 +468,8 @@ class Store:
         self.commit()
         if self._writer is not None:
             self._writer.shutdown(wait=True)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._db.close()
 
     # -- pools --------------------------------------------------------------------------

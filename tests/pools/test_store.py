@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from pools import store as store_module
 from pools.errors import StoreFailure
 from pools.ids import new_task_id
 from pools.manager import PoolManager
 from pools.models import PoolConfig, TaskRecord, TaskState
 from pools.store import CHUNK, THREAD_BATCH, Store
 from tests.conftest import make_settings
+from tests.helpers.waiting import wait_until
 
 
 def record(pool_id: str, state: TaskState = TaskState.QUEUED) -> TaskRecord:
@@ -332,3 +334,27 @@ def test_a_trusted_record_lists_its_fields_in_schema_order() -> None:
     trusted = TaskRecord.trusted(**values)
     assert list(trusted.model_dump()) == list(TaskRecord.model_fields)
     assert trusted.model_dump_json() == TaskRecord.model_validate(values).model_dump_json()
+
+
+async def test_the_wal_is_checkpointed_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a loop, commits never run SQLite's automatic checkpoint (a stall of the loop); the
+    checkpoint thread copies the WAL back once it has grown, and every row is in the database."""
+    monkeypatch.setattr(store_module, "CHECKPOINT_BYTES", 64 << 10)
+    store = Store(tmp_path / "db.sqlite", asyncio.get_running_loop())
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    store.insert_pool("pool_000000000001", "p", {}, "running", time.time())
+    records = [record("pool_000000000001") for _ in range(400)]
+    for r in records:
+        r.payload = {"pad": "x" * 500}
+        store.insert_task(r)
+        await store.durable()  # one commit each: a WAL of several hundred frames
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    await wait_until(lambda: checkpointer.checkpoints >= 1, what="a checkpoint in its thread")
+    store.close()
+    db = sqlite3.connect(store.path)
+    try:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == len(records)
+    finally:
+        db.close()
+    assert not (tmp_path / "db.sqlite-wal").exists()  # the last connection's close checkpointed the rest
