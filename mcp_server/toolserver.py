@@ -53,6 +53,16 @@ def error_result(code: str, message: str, field: str | None = None) -> CallToolR
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
+def wire_form(result: CallToolResult) -> dict[str, Any] | CallToolResult:
+    """`result` as the dict the SDK would dump it to, its structuredContent as it is (not walked)."""
+    if result.structured_content is None:
+        return result
+    wire: dict[str, Any] = result.model_copy(update={"structured_content": None}).model_dump(
+        by_alias=True, mode="json", exclude_none=True)
+    wire["structuredContent"] = result.structured_content
+    return wire
+
+
 @dataclass(frozen=True)
 class ModelTool:
     name: str
@@ -123,6 +133,15 @@ class ModelToolServer(MCPServer):
         if name in self.model_tools:
             return self._header_schemas.get(name)
         return super()._tool_input_schema(name)
+
+    async def _handle_call_tool(self, ctx: Any, params: Any) -> Any:
+        """The SDK's tools/call handler, answering with the result's wire form. A handler may return a
+        dict (mcp.server.context.HandlerResult), which the SDK's runner copies where it would dump a
+        model, and so walk a large structuredContent (a map_reduce's 20,000 items) once more before
+        it checks the result against the protocol's schema and dumps it again anyway. The structured
+        content goes on as it is; everything else is the model's own dump."""
+        result = await super()._handle_call_tool(ctx, params)
+        return wire_form(result) if isinstance(result, CallToolResult) else result
 
     def shape(self, spec: ModelTool, output: BaseModel) -> CallToolResult:
         """Output model -> the tool result. Subclasses keep large parts out of the response."""

@@ -15,6 +15,7 @@ from pydantic_core import PydanticSerializationError
 
 from mcp_server import results
 from mcp_server.server import build_server
+from mcp_server.toolserver import error_result, wire_form
 from pools import jsontext
 from pools.manager import PoolManager
 from pools.models import DistributionResult, DistributionStrategy, PoolConfig, ShardResult, TaskState
@@ -83,3 +84,23 @@ async def test_a_map_reduce_over_mcp_returns_every_item_in_order(home: Path) -> 
         out = data(got)
         assert out["failed"] == 0 and out["result"] == {"echo": {"items": items}, "count": 500}
         assert all(s["result"] is None for s in out["shards"])
+
+
+async def test_the_wire_form_is_what_the_sdk_sends_for_the_model(home: Path) -> None:
+    """tools/call answers with a dict whose structuredContent is not walked (ModelToolServer._handle_call_tool);
+    the SDK checks and dumps it for each protocol version exactly as it would the model."""
+    from mcp_types.methods import SERVER_RESULTS, serialize_server_result
+
+    async with PoolManager(make_settings(home, inline_result_max_bytes=1024)) as manager:
+        server = build_server(manager)
+        spec = server.model_tools["pools_distribute"]
+        answers = [server.shape(spec, answer(ODD)), server.shape(spec, answer({**ODD, "pad": ["x" * 100] * 30})),
+                   error_result("invalid_input", "bad", "payload")]
+        assert isinstance(wire_form(answers[2]), CallToolResult)  # nothing structured: the model as it is
+        versions = [v for m, v in SERVER_RESULTS if m == "tools/call"]
+        for got in answers[:2]:
+            form = wire_form(got)
+            assert isinstance(form, dict) and form["structuredContent"] is got.structured_content
+            for version in versions:
+                assert serialize_server_result("tools/call", version, form) == \
+                    serialize_server_result("tools/call", version, wire(got))
