@@ -8,6 +8,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 import cli
 from mcp_server.registry import TOOLS
+from tests.helpers.cli_app import pools_group
 
 SEED_OPTIONS: dict[str, set[str]] = {
     # from shared/seed/distributed-pool-cli.md, short forms included
@@ -29,11 +30,7 @@ SEED_ARGUMENTS = {"get": ["pool"], "task": ["task_id"], "cancel": ["task_id"], "
 
 @pytest.fixture(scope="module")
 def group() -> TyperGroup:
-    root = typer.main.get_command(cli.app)
-    assert isinstance(root, TyperGroup)
-    pools = root.commands["pools"]
-    assert isinstance(pools, TyperGroup)
-    return pools
+    return pools_group()
 
 
 def commands(group: TyperGroup, prefix: str = "") -> dict[str, typer.main.TyperCommand]:

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
-import typer.main
 from typer.core import TyperGroup
 
-import cli
 from mcp_server.registry import TOOLS
+from tests.helpers.cli_app import pools_group
 from tests.helpers.server import ROOT
 
 
@@ -20,14 +19,6 @@ def python(code: str) -> str:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def pools_group() -> TyperGroup:
-    root = typer.main.get_command(cli.app)
-    assert isinstance(root, TyperGroup)
-    group = root.commands["pools"]
-    assert isinstance(group, TyperGroup)
-    return group
 
 
 def test_help_imports_no_tool_model_and_no_sdk() -> None:
