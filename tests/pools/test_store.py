@@ -64,16 +64,23 @@ def test_counters_and_retention(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
     store.insert_pool("pool_000000000001", "p", {}, "running", time.time())
     old, new = record("pool_000000000001"), record("pool_000000000001")
+    old.created_at = datetime.fromtimestamp(time.time() - 100 * 86400, UTC)  # made and ended 100 days ago
     for r in (old, new):
         store.insert_task(r)
         r.state, r.duration_s = TaskState.COMPLETED, 2.0
-        r.started_at = r.created_at
-        r.finished_at = datetime.fromtimestamp(time.time() - (100 * 86400 if r is old else 0), UTC)
+        r.started_at = r.finished_at = r.created_at
         store.mark_finished(r)
+    # made long ago, ended just now: kept (retention counts from the end)
+    late = record("pool_000000000001")
+    late.created_at = old.created_at
+    store.insert_task(late)
+    late.state, late.finished_at = TaskState.FAILED, datetime.now(UTC)
+    store.mark_finished(late)
     row = store.pool_row("pool_000000000001")
     assert row is not None and row["completed"] == 2 and row["duration_sum"] == 4.0
     assert store.prune(time.time() - 30 * 86400) == 1
     assert store.task_row(old.task_id) is None and store.task_row(new.task_id) is not None
+    assert store.task_row(late.task_id) is not None
     # counters are history: pruning rows does not rewrite them
     row = store.pool_row("pool_000000000001")
     assert row is not None and row["completed"] == 2
