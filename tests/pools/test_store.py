@@ -365,3 +365,18 @@ async def test_the_wal_is_checkpointed_off_the_event_loop(tmp_path: Path, monkey
     finally:
         db.close()
     assert not (tmp_path / "db.sqlite-wal").exists()  # the last connection's close checkpointed the rest
+
+
+def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    new = Store(tmp_path / "new.sqlite")
+    assert new._db.execute("PRAGMA page_size").fetchone()[0] == store_module.PAGE_SIZE == 2048
+    new.close()
+    old = sqlite3.connect(tmp_path / "old.sqlite")  # a store made before: 4 KiB pages, WAL
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE t (x)")
+    old.close()
+    reopened = Store(tmp_path / "old.sqlite")
+    reopened.insert_pool("pool_000000000001", "p", {}, "running", time.time())
+    assert reopened._db.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert reopened.pool_row("pool_000000000001") is not None
+    reopened.close()
