@@ -80,7 +80,9 @@ async def test_retention_prunes_finished_tasks_older_than_retention_days(home: P
         old = await m.execute("r", "echo", {"old": True})
         new = await m.execute("r", "echo", {"old": False})
     with sqlite3.connect(make_settings(home).db_path) as db:
-        db.execute("UPDATE tasks SET finished_at = ? WHERE task_id = ?", (time.time() - 6 * 86400, old.task_id))
+        long_ago = time.time() - 6 * 86400  # made, run and ended six days ago
+        db.execute("UPDATE tasks SET created_at = ?, started_at = ?, finished_at = ? WHERE task_id = ?",
+                   (long_ago, long_ago, long_ago, old.task_id))
     monkeypatch.setenv("MAHAVISHNU_RETENTION_DAYS", "5")
     async with PoolManager(make_settings(home)) as m:  # pruning runs at start (and hourly)
         assert m.get_task(new.task_id).state is TaskState.COMPLETED
