@@ -90,10 +90,6 @@ class _Candidate:
     size: int
 
 
-def _size(value: Any) -> int:
-    return len(jsontext.dumps(value).encode())
-
-
 def _candidates(node: Any, found: list[_Candidate]) -> None:
     if isinstance(node, list):
         for item in node:
@@ -105,9 +101,9 @@ def _candidates(node: Any, found: list[_Candidate]) -> None:
     if isinstance(task_id, str):
         for field in ("result", "payload"):
             if node.get(field) not in (None, {}) and f"{field}_link" in node:
-                found.append(_Candidate(node, field, task_id, _size(node[field])))
+                found.append(_Candidate(node, field, task_id, jsontext.size(node[field])))
     elif "shards" in node and node.get("result") is not None and "result_link" in node:
-        found.append(_Candidate(node, "result", None, _size(node["result"])))
+        found.append(_Candidate(node, "result", None, jsontext.size(node["result"])))
     for key, value in node.items():
         if key not in ("result", "payload"):
             _candidates(value, found)

@@ -17,20 +17,28 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
+_CANNOT = (PydanticSerializationError, ValueError, TypeError)  # e.g. bytes that are not UTF-8
+
+
+def _by_json(value: Any) -> str:
+    """What pydantic-core cannot encode, by the standard library."""
+    return json.dumps(value, default=repr, ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON (UTF-8 text, not ASCII-escaped); what JSON has no form for becomes its repr."""
     try:
         return to_json(value, fallback=repr).decode()
-    except (PydanticSerializationError, ValueError, TypeError):  # e.g. bytes that are not UTF-8
-        return json.dumps(value, default=repr, ensure_ascii=False)
+    except _CANNOT:
+        return _by_json(value)
 
 
 def size(value: Any) -> int:
     """Bytes of `dumps(value)` as UTF-8, without making the text."""
     try:
         return len(to_json(value, fallback=repr))
-    except (PydanticSerializationError, ValueError, TypeError):
-        return len(json.dumps(value, default=repr, ensure_ascii=False).encode())
+    except _CANNOT:
+        return len(_by_json(value).encode())
 
 
 def _free_form(annotation: Any) -> bool:
