@@ -10,7 +10,7 @@ transaction; when that transaction commits is the durability contract:
                                     iteration; every waiter of the batch shares it
 
 The per-task writes (a new task, its start, its end, the pool's counters) are buffered
-and run as one executemany per kind when the transaction commits, or before any other
+and run kind by kind (many rows per statement) when the transaction commits, or before any other
 statement or read on this connection, so they stay in order and every read sees them. A
 task that starts and ends within one transaction is written once, with its end; one that
 is new in that transaction is inserted as it stands at the commit (one row written, and
@@ -107,12 +107,6 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_pool ON events(pool_id, id);
 """
 
-_COUNTER_COLUMN = {
-    TaskState.COMPLETED: "completed",
-    TaskState.FAILED: "failed",
-    TaskState.CANCELLED: "cancelled",
-    TaskState.TIMED_OUT: "timed_out",
-}
 
 COMMIT_DELAY = 0.005  # seconds unacknowledged bookkeeping may wait for its commit
 PAGE_SIZE = 2048  # bytes, for a new database
@@ -148,7 +142,8 @@ _COUNT = ("UPDATE pools SET completed = completed + ?, failed = failed + ?, canc
 # Buffered task writes: inserts, starts, ends (by task id), pool counter deltas (by pool id).
 Buffered = tuple[list[list[Any]], dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]],
                  dict[str, list[float]]]
-_COUNTER_INDEX = {state: i for i, state in enumerate(_COUNTER_COLUMN)}
+# A terminal state's place among a pool's counter deltas (and _COUNT's parameters).
+_COUNTER_INDEX = {TaskState.COMPLETED: 0, TaskState.FAILED: 1, TaskState.CANCELLED: 2, TaskState.TIMED_OUT: 3}
 
 
 def _in_chunks(db: sqlite3.Connection, chunk_sql: str, row_sql: str, rows: list[Any]) -> None:
@@ -322,12 +317,16 @@ class Store:
                 self._db.execute("ROLLBACK")
             raise
 
-    def _take_generation(self) -> tuple[Buffered, bool, int]:
-        """What the next commit holds; writes from now on belong to the one after it."""
+    def _unschedule(self) -> None:
+        """Drop the delayed and the group commit: the commit being made holds their writes."""
         for handle in (self._lazy, self._soon):
             if handle is not None:
                 handle.cancel()
         self._lazy = self._soon = None
+
+    def _take_generation(self) -> tuple[Buffered, bool, int]:
+        """What the next commit holds; writes from now on belong to the one after it."""
+        self._unschedule()
         work = (self._take_buffered(), self._in_tx, self.generation)
         self._in_tx = self._pending = False
         self.generation += 1
@@ -339,10 +338,7 @@ class Store:
             self._land(self._flight)
         waiters, self._waiters = self._waiters, []
         if not self._pending:
-            for handle in (self._lazy, self._soon):
-                if handle is not None:
-                    handle.cancel()
-            self._lazy = self._soon = None
+            self._unschedule()
             self._release(waiters, None)
             return
         buffered, in_tx, generation = self._take_generation()
