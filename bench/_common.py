@@ -8,6 +8,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -31,3 +32,13 @@ def report(title: str, ours_name: str, ours: list[float], base_name: str, base: 
     print(f"  {ours_name:<36} {o:>10,.0f} {unit}  (runs: {', '.join(f'{x:,.0f}' for x in ours)})")
     print(f"  ratio ours/baseline: {ratio:.2f}x")
     return ratio
+
+
+async def _trust(name: str, result: Any) -> None:
+    return None
+
+
+def skip_output_check(client: Any) -> None:
+    """As the `mahavishnu` CLI calls: no client-side jsonschema re-check of each tool result
+    against the tool's output schema (the SDK's default client makes one)."""
+    client.session.validate_tool_result = _trust
