@@ -130,9 +130,19 @@ def test_running_server_and_url_modes(home: Path, tmp_path: Path) -> None:
         moves = re.findall(r"moved (task_[0-9a-f]{32}): busy → (\S+)", rebalanced.stdout)
         assert sorted(t for t, _ in moves) == sorted(waiting[1:]) and {p for _, p in moves} == {"default", "served"}
         held.touch()
+        seen: dict[str, object] = {}
+
+        def completed(task_id: str) -> bool:
+            seen.clear()
+            seen.update(json.loads(run_cli(home, "pools", "task", task_id, "-f", "json").stdout))
+            return seen["state"] == "completed"
+
         for task_id in waiting:
-            wait_until_sync(lambda t=task_id: json.loads(run_cli(home, "pools", "task", t, "-f", "json").stdout)[
-                "state"] == "completed", timeout=60, what=f"{task_id} to finish where it was moved")
+            try:
+                wait_until_sync(lambda t=task_id: completed(t), timeout=60,
+                                what=f"{task_id} to finish where it was moved")
+            except AssertionError as exc:  # say how it stands: which pool, which state, which error
+                raise AssertionError(f"{exc}; last seen: {seen}") from None
 
 
 @pytest.mark.timeout(600)  # as above

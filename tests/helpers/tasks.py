@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 
-def wait_for_file(path: str, limit: float = 60.0) -> dict[str, float | int]:
-    """Block until `path` exists (the test's gate), then report when this ran."""
+def wait_for_file(path: str, limit: float = 300.0) -> dict[str, float | int]:
+    """Block until `path` exists (the test's gate), then report when this ran. `limit` only keeps a
+    worker from waiting forever on a gate a failed test never opens: it must outlast every step a
+    test takes between starting the task and opening the gate, however busy the machine."""
     start = time.time()
     marker = Path(path + f".started.{os.getpid()}")
     marker.write_text(str(start))
